@@ -1,0 +1,7 @@
+//! zhengjiao (征缴): the collection-point daemon between UnionPay "全民付" POS terminals, the
+//! contribution roster and the tax bureau's ledger.
+//!
+//! So far the library holds the field engineer's frame inspector; the daemon's parts arrive with their
+//! issues.
+
+pub mod inspect;
