@@ -5,6 +5,8 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
+use zhengjiao::inspect::to_hex;
+
 fn vector(name: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("protocol/tests/vectors").join(name);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
@@ -158,10 +160,5 @@ fn encode_refuses_what_breaks_the_protocol_naming_the_field() {
 }
 
 fn hex_bytes(text: &str) -> Vec<u8> {
-    let digits: Vec<u8> = text.chars().filter_map(|c| c.to_digit(16)).map(|d| d as u8).collect();
-    digits.chunks(2).map(|p| (p[0] << 4) | p[1]).collect()
-}
-
-fn to_hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    zhengjiao::inspect::parse_hex(text).unwrap()
 }

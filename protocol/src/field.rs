@@ -444,7 +444,7 @@ impl<const N: usize> Text<N> {
         if s.ends_with(' ') {
             return Err(ValueError::TrailingSpace);
         }
-        let len = gb18030_len(s);
+        let len = encode_gb18030(s)?.len();
         if len > N {
             return Err(ValueError::TooWide { width: N, len });
         }
@@ -467,6 +467,9 @@ impl<const N: usize> Text<N> {
         if text.chars().any(char::is_control) {
             return Err(ValueError::ControlInText { index: control_byte_index(bytes) });
         }
+        if decodes_lossily(bytes, &text) {
+            return Err(ValueError::NotGb18030);
+        }
         // The field is N bytes wide and its trailing spaces are gone, so the width and trailing-space
         // rules already hold.
         Ok(Text(text.into_owned()))
@@ -479,7 +482,8 @@ impl<const N: usize> Text<N> {
 
     /// The GB18030 bytes.
     pub fn to_gb18030(&self) -> Vec<u8> {
-        encode_gb18030(&self.0)
+        // `new` and `from_wire` only accept text that encodes.
+        encode_gb18030(&self.0).unwrap_or_default()
     }
 }
 
@@ -499,22 +503,35 @@ fn control_byte_index(bytes: &[u8]) -> usize {
     bytes.iter().position(|b| b.is_ascii_control()).unwrap_or(0)
 }
 
-/// GB18030 bytes of `s`. Every Unicode scalar value has a GB18030 encoding, so nothing is lost.
-pub(crate) fn encode_gb18030(s: &str) -> Vec<u8> {
+/// GB18030 bytes of `s`. encoding_rs follows the WHATWG encoder, which has no bytes for U+E5E5 (it would
+/// write an HTML character reference instead); such text is refused rather than altered.
+pub(crate) fn encode_gb18030(s: &str) -> Result<Vec<u8>, ValueError> {
     if s.is_ascii() {
-        return s.as_bytes().to_vec();
+        return Ok(s.as_bytes().to_vec());
     }
-    let (bytes, _, _) = encoding_rs::GB18030.encode(s);
-    bytes.into_owned()
+    let (bytes, _, had_errors) = encoding_rs::GB18030.encode(s);
+    if had_errors {
+        return Err(ValueError::NotGb18030);
+    }
+    Ok(bytes.into_owned())
 }
 
-fn gb18030_len(s: &str) -> usize {
-    if s.is_ascii() {
-        s.len()
-    } else {
-        encode_gb18030(s).len()
-    }
+/// True when `text`, decoded from `bytes`, would not encode back to the same bytes. The WHATWG GB18030
+/// codec is not one-to-one: each character of [`GB18030_TWO_WAY`] is read from two byte sequences (the
+/// lone byte 0x80 and A2 E3 both read as '€'; A3 A0 and A1 A1 both as U+3000) but written as one. A value
+/// that changed between the wire and the JSON would break the inspector's both-ways promise. Encoding is
+/// slow next to decoding, so only text holding one of those characters is encoded again to compare.
+fn decodes_lossily(bytes: &[u8], text: &str) -> bool {
+    text.contains(GB18030_TWO_WAY) && encode_gb18030(text).map_or(true, |again| again != bytes)
 }
+
+/// The characters encoding_rs 0.8's GB18030 decoder reads from two byte sequences, found by decoding
+/// every one-, two- and four-byte sequence and encoding the result again.
+const GB18030_TWO_WAY: [char; 20] = [
+    '\u{20AC}', '\u{3000}', '\u{9FB4}', '\u{9FB5}', '\u{9FB6}', '\u{9FB7}', '\u{9FB8}', '\u{9FB9}', '\u{9FBA}',
+    '\u{9FBB}', '\u{FE10}', '\u{FE11}', '\u{FE12}', '\u{FE13}', '\u{FE14}', '\u{FE15}', '\u{FE16}', '\u{FE17}',
+    '\u{FE18}', '\u{FE19}',
+];
 
 fn trim_padding(field: &[u8]) -> &[u8] {
     let end = field.iter().rposition(|&b| b != b' ').map_or(0, |i| i + 1);
@@ -685,9 +702,27 @@ impl<'a, const N: usize> Fixed<'a, N> {
     ) -> Result<T, DecodeError> {
         parse(self.raw(field)).map_err(|problem| DecodeError::new(field, self.offset(field), problem))
     }
+}
 
-    /// The error for a field whose bytes are well-formed but wrong here.
-    pub(crate) fn invalid(&self, field: Field, expected: &'static str) -> DecodeError {
-        DecodeError::new(field, self.offset(field), ValueError::Invalid { expected })
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The two-way table stays complete: every one- and two-byte sequence that decodes to text which
+    /// encodes to other bytes decodes to a character of the table. (The four-byte space was scanned when
+    /// the table was made; it adds nothing.)
+    #[test]
+    fn the_two_way_table_covers_every_short_sequence() {
+        let seconds = (0x40u8..=0x7e).chain(0x80..=0xfe);
+        let singles = (0x80u8..=0xff).map(|b| vec![b]);
+        let pairs = (0x81u8..=0xfe).flat_map(|a| seconds.clone().map(move |b| vec![a, b]));
+        for bytes in singles.chain(pairs) {
+            let Some(text) = encoding_rs::GB18030.decode_without_bom_handling_and_without_replacement(&bytes) else {
+                continue;
+            };
+            if encode_gb18030(&text).map_or(true, |again| again != bytes) {
+                assert!(decodes_lossily(&bytes, &text), "{bytes:02x?} -> {text:?} is missing from the table");
+            }
+        }
     }
 }

@@ -298,7 +298,7 @@ fn rule<T>(field: Field, result: Result<T, ValueError>) -> Result<T, JsonError> 
 
 fn token(obj: &mut Obj) -> Result<Token, JsonError> {
     let token = obj.string("token")?;
-    let digits = rule(Field::Token, Digits::<3>::new(&token))?;
+    let digits: Digits<3> = digits(Field::Token, &token)?;
     rule(Field::Token, Token::new(digits.value() as u16))
 }
 
@@ -321,8 +321,21 @@ fn ascii_or_empty<const N: usize>(field: Field, value: Option<String>) -> Result
     }
 }
 
+/// A numeric field: exactly its width in digits, as the canonical form writes it.
 fn digits<const N: usize>(field: Field, value: &str) -> Result<Digits<N>, JsonError> {
+    if value.len() != N {
+        return Err(FieldError { field, problem: ValueError::Invalid { expected: digits_expected(N) } }.into());
+    }
     rule(field, Digits::new(value))
+}
+
+fn digits_expected(width: usize) -> &'static str {
+    match width {
+        3 => "exactly 3 digits",
+        6 => "exactly 6 digits",
+        8 => "exactly 8 digits",
+        _ => "the field's full width in digits",
+    }
 }
 
 fn request_from_map(map: Map<String, Value>) -> Result<Request, JsonError> {
@@ -339,43 +352,13 @@ fn request_from_map(map: Map<String, Value>) -> Result<Request, JsonError> {
     let orig_date = obj.opt_string("orig_date")?;
     let orig_rrn = obj.opt_string("orig_rrn")?;
     let memo = obj.memo()?;
-    let none = |field: Field, value: &Option<String>, what: &'static str| match value {
-        Some(_) => Err(JsonError::Rule(FieldError { field, problem: ValueError::Invalid { expected: what } })),
-        None => Ok(()),
-    };
-    if kind != MessageType::Void {
-        none(Field::OrigTrace, &orig_trace, "null: only a void carries orig_trace")?;
-    }
-    if kind != MessageType::Refund {
-        none(Field::OrigDate, &orig_date, "null: only a refund carries orig_date")?;
-        none(Field::OrigRrn, &orig_rrn, "null: only a refund carries orig_rrn")?;
-    }
-    if !kind.moves_money() && amount != Amount::ZERO {
-        return Err(FieldError {
-            field: Field::Amount,
-            problem: ValueError::Invalid { expected: "0: this type takes no amount" },
-        }
-        .into());
-    }
-    let required = |field: Field, value: Option<String>| {
-        value.ok_or(JsonError::Rule(FieldError { field, problem: ValueError::Empty }))
-    };
-    let body = match kind {
-        MessageType::Sale => RequestBody::Sale { amount },
-        MessageType::Void => RequestBody::Void {
-            amount,
-            orig_trace: digits(Field::OrigTrace, &required(Field::OrigTrace, orig_trace)?)?,
-        },
-        MessageType::Refund => RequestBody::Refund {
-            amount,
-            orig_date: digits(Field::OrigDate, &required(Field::OrigDate, orig_date)?)?,
-            orig_rrn: ascii_or_empty(Field::OrigRrn, Some(required(Field::OrigRrn, orig_rrn)?))?,
-        },
-        MessageType::Settle => RequestBody::Settle,
-        MessageType::SignIn => RequestBody::SignIn,
-        MessageType::Query => RequestBody::Query,
-        MessageType::Status => RequestBody::Status,
-    };
+    let body = RequestBody::from_parts(
+        kind,
+        amount,
+        orig_trace.map(|t| digits(Field::OrigTrace, &t)).transpose()?,
+        orig_date.map(|d| digits(Field::OrigDate, &d)).transpose()?,
+        orig_rrn.map(|r| rule(Field::OrigRrn, Ascii::new(&r))).transpose()?,
+    )?;
     let request = Request { token, till, operator, body, memo };
     request.validate()?;
     Ok(request)

@@ -457,10 +457,19 @@ impl Link {
 
     fn on_control(&mut self, now: Instant, control: Control) {
         match control {
+            // An ACK for something not yet handed out for transmit answers nothing of ours: the peer
+            // cannot have seen it. Taking it would let the frame go out after its exchange ended.
             Control::Ack => match self.pending.take() {
-                Some(Pending { awaited: Awaited::Frame(_), .. }) => self.events.push_back(LinkEvent::Acked),
-                Some(Pending { awaited: Awaited::Probe, .. }) => self.events.push_back(LinkEvent::ProbeAnswered),
-                None => self.stats.stray_controls += 1,
+                Some(Pending { awaited: Awaited::Frame(_), written: true, .. }) => {
+                    self.events.push_back(LinkEvent::Acked)
+                }
+                Some(Pending { awaited: Awaited::Probe, written: true, .. }) => {
+                    self.events.push_back(LinkEvent::ProbeAnswered)
+                }
+                unwritten => {
+                    self.pending = unwritten;
+                    self.stats.stray_controls += 1;
+                }
             },
             Control::Nak => {
                 self.stats.naks_received += 1;

@@ -255,7 +255,8 @@ impl Memo {
             if memo.has(tag, &partial) {
                 return Err(fail(ValueError::Invalid { expected: "each tag at most once" }));
             }
-            let bytes = if tag == TAG_PAYER_NAME { encode_gb18030(value) } else { value.as_bytes().to_vec() };
+            let bytes =
+                if tag == TAG_PAYER_NAME { encode_gb18030(value).map_err(fail)? } else { value.as_bytes().to_vec() };
             memo.apply(tag, &bytes, &mut partial).map_err(fail)?;
         }
         memo.settle = partial.finish().map_err(|tag| FieldError {
@@ -428,7 +429,9 @@ fn write_item(tag: u16, value: ItemValue<'_>, out: &mut Vec<u8>) -> Result<(), F
     let start = out.len();
     match value {
         ItemValue::Ascii(s) => out.extend_from_slice(s.as_bytes()),
-        ItemValue::Text(s) => out.extend_from_slice(&encode_gb18030(s)),
+        ItemValue::Text(s) => out.extend_from_slice(
+            &encode_gb18030(s).map_err(|problem| FieldError { field: Field::MemoItem(tag), problem })?,
+        ),
         ItemValue::Number(n, width) => {
             out.resize(start + width, b'0');
             write_number(n, &mut out[start..])

@@ -365,6 +365,47 @@ impl RequestBody {
         }
     }
 
+    /// Builds the body of a `kind` request from the fields every request carries (§5.1), applying the
+    /// rules of §5.3: only SALE, VOID and REFUND take an amount; only VOID carries `orig_trace` and it
+    /// must; only REFUND carries `orig_date` and `orig_rrn` and it must. Absent orig fields are `None`
+    /// (zeros or spaces on the wire, `null` in JSON). The decoder and the JSON reader both use it.
+    pub fn from_parts(
+        kind: MessageType,
+        amount: Amount,
+        orig_trace: Option<Trace>,
+        orig_date: Option<Date>,
+        orig_rrn: Option<Rrn>,
+    ) -> Result<RequestBody, FieldError> {
+        if !kind.moves_money() && amount != Amount::ZERO {
+            return Err(rule(Field::Amount, "no amount: this type takes none"));
+        }
+        if kind != MessageType::Void && orig_trace.is_some() {
+            return Err(rule(Field::OrigTrace, "no orig_trace: only a void carries it"));
+        }
+        if kind != MessageType::Refund && orig_date.is_some() {
+            return Err(rule(Field::OrigDate, "no orig_date: only a refund carries it"));
+        }
+        if kind != MessageType::Refund && orig_rrn.is_some() {
+            return Err(rule(Field::OrigRrn, "no orig_rrn: only a refund carries it"));
+        }
+        Ok(match kind {
+            MessageType::Sale => RequestBody::Sale { amount },
+            MessageType::Void => RequestBody::Void {
+                amount,
+                orig_trace: orig_trace.ok_or_else(|| rule(Field::OrigTrace, "the voided sale's trace"))?,
+            },
+            MessageType::Refund => RequestBody::Refund {
+                amount,
+                orig_date: orig_date.ok_or_else(|| rule(Field::OrigDate, "the refunded sale's date"))?,
+                orig_rrn: orig_rrn.ok_or_else(|| rule(Field::OrigRrn, "the refunded sale's RRN"))?,
+            },
+            MessageType::Settle => RequestBody::Settle,
+            MessageType::SignIn => RequestBody::SignIn,
+            MessageType::Query => RequestBody::Query,
+            MessageType::Status => RequestBody::Status,
+        })
+    }
+
     /// The amount field (zero for types without one).
     pub const fn amount(&self) -> Amount {
         match self {
@@ -490,28 +531,14 @@ impl Request {
         let orig_rrn: Rrn = fixed.get(Field::OrigRrn, Ascii::from_wire)?;
         let memo = decode_memo(&fixed, rest, REQUEST_FIXED_LEN)?;
 
-        let takes_amount = kind.moves_money();
-        if !takes_amount && amount != Amount::ZERO {
-            return Err(fixed.invalid(Field::Amount, "zeros: this type takes no amount"));
-        }
-        if kind != MessageType::Void && !orig_trace.is_zero() {
-            return Err(fixed.invalid(Field::OrigTrace, "zeros: only VOID carries orig_trace"));
-        }
-        if kind != MessageType::Refund && !orig_date.is_zero() {
-            return Err(fixed.invalid(Field::OrigDate, "zeros: only REFUND carries orig_date"));
-        }
-        if kind != MessageType::Refund && !orig_rrn.is_empty() {
-            return Err(fixed.invalid(Field::OrigRrn, "spaces: only REFUND carries orig_rrn"));
-        }
-        let body = match kind {
-            MessageType::Sale => RequestBody::Sale { amount },
-            MessageType::Void => RequestBody::Void { amount, orig_trace },
-            MessageType::Refund => RequestBody::Refund { amount, orig_date, orig_rrn },
-            MessageType::Settle => RequestBody::Settle,
-            MessageType::SignIn => RequestBody::SignIn,
-            MessageType::Query => RequestBody::Query,
-            MessageType::Status => RequestBody::Status,
-        };
+        let body = RequestBody::from_parts(
+            kind,
+            amount,
+            (!orig_trace.is_zero()).then_some(orig_trace),
+            (!orig_date.is_zero()).then_some(orig_date),
+            (!orig_rrn.is_empty()).then_some(orig_rrn),
+        )
+        .map_err(|e| DecodeError::new(e.field, fixed.offset(e.field), e.problem))?;
         let request = Request { token, till, operator, body, memo };
         request.validate().map_err(|e| {
             let offset = match e.field {

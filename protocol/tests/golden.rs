@@ -103,7 +103,14 @@ fn every_json_encodes_to_its_frame() {
         for (check, decode_only, bytes) in &v.frames {
             let encoded = encode_frame(&data, *check).unwrap();
             if *decode_only {
-                assert_ne!(&encoded, bytes, "{}: a decode-only frame must carry something the JSON drops", v.name);
+                // What the JSON drops (unknown memo tags) makes these frames longer than the canonical
+                // frame of the same dialect, which the vector must also have and which is checked here.
+                assert!(encoded.len() < bytes.len(), "{}: a decode-only frame must carry something more", v.name);
+                assert!(
+                    v.frames.iter().any(|(c, only, b)| c == check && !only && *b == encoded),
+                    "{} ({check}): no canonical frame beside the decode-only one",
+                    v.name
+                );
             } else {
                 assert_eq!(&encoded, bytes, "{} ({check})", v.name);
             }

@@ -385,6 +385,16 @@ fn query_answers_that_settle_and_that_do_not() {
         match r.as_str() {
             // 00 with 0F05: the stored result; settles.
             "A1" => resp.memo.query_state = Some(QueryState::Approved),
+            // A stored decline echoed with its own code and 0F05 D: settles.
+            "D1" => {
+                resp.code = ResponseCode::new("51").unwrap();
+                resp.memo.query_state = Some(QueryState::Declined);
+            }
+            // Another transaction's record: learns nothing about D2.
+            "D2" => {
+                resp.memo.query_state = Some(QueryState::Approved);
+                resp.memo.reference = Some(reference("D3"));
+            }
             // Terminal busy: learns nothing.
             "B1" => resp.code = ResponseCode::BUSY,
             // 00 without 0F05: learns nothing.
@@ -392,15 +402,45 @@ fn query_answers_that_settle_and_that_do_not() {
         }
         vec![resp.encode().unwrap()]
     }));
-    for r in ["A1", "B1", "C1"] {
+    let all = ["A1", "D1", "D2", "B1", "C1"];
+    for r in all {
         h.ecr.mark_unknown(reference(r)).unwrap();
     }
-    for r in ["A1", "B1", "C1"] {
+    for r in all {
         h.start(query(r));
         h.drive_bounded();
     }
-    assert_eq!(h.ecr.unknown_references(), [reference("B1"), reference("C1")]);
-    assert_eq!(h.take_events().len(), 3);
+    assert_eq!(h.ecr.unknown_references(), [reference("D2"), reference("B1"), reference("C1")]);
+    assert_eq!(h.take_events().len(), all.len());
+}
+
+#[test]
+fn an_ack_for_a_frame_not_yet_written_is_stray() {
+    // The peer cannot have seen a frame the driver has not written: an ACK then answers nothing, and an
+    // abort still withdraws the frame, so it never goes out after its exchange ended.
+    let t0 = Instant::now();
+    let mut ecr = Ecr::new(EcrConfig::default());
+    ecr.start(t0, sale("U1")).unwrap();
+    ecr.handle_input(t0, &[0x06]);
+    assert_eq!(ecr.stats().link.stray_controls, 1);
+    ecr.abort();
+    assert!(matches!(ecr.poll_event(), Some(EcrEvent::Failed { reason: FailureReason::Aborted, .. })));
+    assert_eq!(ecr.poll_transmit(), None);
+    assert!(ecr.unknown_references().is_empty());
+}
+
+#[test]
+fn a_probe_cut_short_still_ends_with_an_event() {
+    let t0 = Instant::now();
+    let mut ecr = Ecr::new(EcrConfig::default());
+    ecr.send_probe(t0).unwrap();
+    assert!(!ecr.is_idle());
+    ecr.connection_lost();
+    assert_eq!(ecr.poll_event(), Some(EcrEvent::ProbeLost));
+    assert!(ecr.is_idle());
+    ecr.send_probe(t0).unwrap();
+    ecr.abort();
+    assert_eq!(ecr.poll_event(), Some(EcrEvent::ProbeLost));
 }
 
 #[test]

@@ -27,7 +27,9 @@ fn nonzero_digits<const N: usize>() -> impl Strategy<Value = Digits<N>> {
 }
 
 fn text<const N: usize>() -> impl Strategy<Value = Text<N>> {
-    "[a-zA-Z0-9 交易成功余额不足撤销王𠮷€、（）]{0,24}".prop_filter_map("fits the field", |s| Text::new(&s).ok())
+    // '€' and U+E5E5 are where the WHATWG GB18030 codec is not one-to-one; Text::new refuses the latter.
+    "[a-zA-Z0-9 交易成功余额不足撤销王𠮷€\u{e5e5}、（）]{0,24}"
+        .prop_filter_map("fits the field", |s| Text::new(&s).ok())
 }
 
 fn token() -> impl Strategy<Value = Token> {
@@ -279,6 +281,29 @@ proptest! {
     fn arbitrary_json_never_panics(text in ".{0,200}") {
         let _ = Line::from_json(&text);
     }
+
+    #[test]
+    fn mutated_canonical_json_never_panics_and_what_it_accepts_encodes(
+        resp in response(),
+        req in request(),
+        cuts in proptest::collection::vec((any::<usize>(), any::<usize>(), "[\"0-9a-z:,{}\\[\\] ]{0,6}"), 1..4),
+    ) {
+        // Canonical lines with a few splices: most stay objects with the right keys, so the field
+        // readers (not just the JSON parser) meet wrong types, widths and values.
+        for mut json in [Line::Response(resp.clone()).to_json(), Line::Request(req.clone()).to_json()] {
+            for (at, len, with) in &cuts {
+                let chars: Vec<char> = json.chars().collect();
+                let at = at % chars.len();
+                let end = (at + len % 8).min(chars.len());
+                json = chars[..at].iter().chain(with.chars().collect::<Vec<_>>().iter()).chain(&chars[end..]).collect();
+            }
+            match Line::from_json(&json) {
+                Ok(Line::Request(r)) => prop_assert_eq!(Request::decode(&r.encode().unwrap()).unwrap(), r),
+                Ok(Line::Response(r)) => prop_assert_eq!(Response::decode(&r.encode().unwrap()).unwrap(), r),
+                Ok(Line::Control(_)) | Err(_) => {}
+            }
+        }
+    }
 }
 
 #[test]
@@ -300,4 +325,58 @@ fn a_valid_frame_behind_garbage_and_half_frames_is_found() {
     let frames: Vec<_> = events.iter().filter(|e| matches!(e, Event::Frame { .. })).collect();
     assert_eq!(frames, vec![&Event::Frame { data: b"REAL FRAME".to_vec(), offset: real_at }]);
     assert!(events.iter().filter(|e| matches!(e, Event::Broken { .. })).count() >= 3);
+}
+
+#[test]
+fn gb18030_text_that_would_not_survive_a_round_trip_is_refused() {
+    use zhengjiao_protocol::ValueError;
+    // U+E5E5 has no GB18030 bytes in the WHATWG encoder: refused, not written as "&#58853;".
+    assert_eq!(Text::<40>::new("\u{e5e5}"), Err(ValueError::NotGb18030));
+    assert!(PayerName::new("王\u{e5e5}").is_err());
+    // The euro sign has real GB18030 bytes (A2 E3) and survives.
+    let mut resp = Response::decode(&sample_response().encode().unwrap()).unwrap();
+    resp.text = Text::new("€100").unwrap();
+    assert_eq!(Response::decode(&resp.encode().unwrap()).unwrap(), resp);
+    // The lone byte 0x80 and the pair A3 A0 decode (WHATWG) to '€' and U+3000, which encode back to
+    // other bytes: refused as not GB18030, in the text field and in the payer name alike.
+    let text_at = 3 + 2 + 2;
+    for bad in [&[0x80u8][..], &[0xa3, 0xa0]] {
+        let mut data = sample_response().encode().unwrap();
+        data[text_at..text_at + 40].fill(b' ');
+        data[text_at..text_at + bad.len()].copy_from_slice(bad);
+        let err = Response::decode(&data).unwrap_err();
+        assert_eq!((err.field, err.problem), (zhengjiao_protocol::Field::Text, ValueError::NotGb18030));
+    }
+    let mut req = Request::decode(&sample_response_request().encode().unwrap()).unwrap();
+    req.memo.payer_name = Some(PayerName::new("李").unwrap());
+    let mut data = req.encode().unwrap();
+    let name_at = data.len() - 2;
+    data[name_at..].copy_from_slice(&[0x80, 0x80]);
+    assert_eq!(Request::decode(&data).unwrap_err().problem, ValueError::NotGb18030);
+}
+
+#[test]
+fn canonical_json_carries_numeric_fields_at_full_width() {
+    let json = Line::Response(sample_response()).to_json();
+    assert!(Line::from_json(&json).is_ok());
+    let short = json.replace("\"date\":\"20201021\"", "\"date\":\"2020101\"");
+    assert_eq!(Line::from_json(&short).unwrap_err().to_string(), "field date: expected exactly 8 digits");
+    let short = json.replace("\"token\":\"123\"", "\"token\":\"12\"");
+    assert!(Line::from_json(&short).unwrap_err().to_string().starts_with("field token:"));
+}
+
+fn sample_response() -> Response {
+    let json = r#"{"dir":"response","token":"123","type":"sale","code":"00","text":"交易成功","card":"622848******1234","amount_fen":28000,"trace":"000123","batch":"000001","date":"20201021","time":"101530","rrn":"201021101530","auth":"A1B2C3","merchant":"898410153990001","terminal":"41000001","memo":{"0F01":"P20201021000001"}}"#;
+    match Line::from_json(json).unwrap() {
+        Line::Response(r) => r,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn sample_response_request() -> Request {
+    let json = r#"{"dir":"request","token":"123","type":"sale","till":"DESK01","operator":"C0001","amount_fen":28000,"orig_trace":null,"orig_date":null,"orig_rrn":null,"memo":{"0F01":"P20201021000001"}}"#;
+    match Line::from_json(json).unwrap() {
+        Line::Request(r) => r,
+        other => panic!("{other:?}"),
+    }
 }

@@ -349,7 +349,7 @@ impl Ecr {
     /// [`FailureReason::Aborted`]; a request frame not yet handed out is withdrawn. A response arriving
     /// later is stale.
     pub fn abort(&mut self) {
-        self.probing = false;
+        self.end_probe();
         self.link.cancel_pending();
         if let Some(exchange) = self.exchange.take() {
             self.fail(exchange, FailureReason::Aborted);
@@ -361,7 +361,7 @@ impl Ecr {
     /// ready for the next connection.
     pub fn connection_lost(&mut self) {
         self.link.reset();
-        self.probing = false;
+        self.end_probe();
         if let Some(exchange) = self.exchange.take() {
             self.fail(exchange, FailureReason::ConnectionLost);
         }
@@ -509,18 +509,25 @@ impl Ecr {
         }
     }
 
+    /// A probe cut short by abort or a lost connection still ends with an event.
+    fn end_probe(&mut self) {
+        if std::mem::take(&mut self.probing) {
+            self.events.push_back(EcrEvent::ProbeLost);
+        }
+    }
+
     fn finish(&mut self) {
         self.exchange = None;
         self.link.set_idle(true);
     }
 }
 
-/// True when a QUERY answer tells the outcome of `reference`: `25` (no record: not carried out) or
-/// `00` with the looked-up state in memo 0F05 (§5.3). A memo reference other than the one asked for
-/// settles nothing.
+/// True when a QUERY answer tells the outcome of `reference`: `25` (no record: not carried out), or the
+/// looked-up state in memo 0F05 (§5.3), whatever code the terminal echoes with it (a stored decline may
+/// come back as its own code with 0F05 `D`). A memo reference other than the one asked for settles
+/// nothing.
 fn settles_outcome(reference: &EcrReference, response: &Response) -> bool {
     let same = response.memo.reference.as_ref().is_none_or(|r| r == reference);
-    let told = response.code == ResponseCode::NOT_FOUND
-        || (response.code.is_approved() && response.memo.query_state.is_some());
+    let told = response.code == ResponseCode::NOT_FOUND || response.memo.query_state.is_some();
     same && told
 }
