@@ -65,7 +65,7 @@ pub enum JsonError {
 impl Line {
     /// Parses one line of canonical JSON.
     pub fn from_json(text: &str) -> Result<Line, JsonError> {
-        let value: Value = serde_json::from_str(text).map_err(|e| JsonError::Syntax(e.to_string()))?;
+        let StrictValue(value) = serde_json::from_str(text).map_err(|e| JsonError::Syntax(e.to_string()))?;
         Line::from_value(value)
     }
 
@@ -219,7 +219,7 @@ impl Serialize for Response {
 
 impl<'de> serde::Deserialize<'de> for Request {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        match Line::from_value(Value::deserialize(d)?).map_err(serde::de::Error::custom)? {
+        match Line::from_value(StrictValue::deserialize(d)?.0).map_err(serde::de::Error::custom)? {
             Line::Request(r) => Ok(r),
             _ => Err(serde::de::Error::custom("expected a request (\"dir\":\"request\")")),
         }
@@ -228,10 +228,78 @@ impl<'de> serde::Deserialize<'de> for Request {
 
 impl<'de> serde::Deserialize<'de> for Response {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        match Line::from_value(Value::deserialize(d)?).map_err(serde::de::Error::custom)? {
+        match Line::from_value(StrictValue::deserialize(d)?.0).map_err(serde::de::Error::custom)? {
             Line::Response(r) => Ok(r),
             _ => Err(serde::de::Error::custom("expected a response (\"dir\":\"response\")")),
         }
+    }
+}
+
+/// A JSON value whose objects repeat no key. serde_json keeps the last of repeated keys; a message with
+/// two `amount_fen`s or two memo items `0F01` is ambiguous, and §5.4 refuses repeated tags.
+struct StrictValue(Value);
+
+impl<'de> serde::Deserialize<'de> for StrictValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StrictVisitor).map(StrictValue)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(StrictValue(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut object = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let StrictValue(value) = map.next_value()?;
+            if object.contains_key(&key) {
+                return Err(serde::de::Error::custom(format_args!("key {key:?} appears twice")));
+            }
+            object.insert(key, value);
+        }
+        Ok(Value::Object(object))
     }
 }
 
@@ -437,6 +505,10 @@ mod tests {
         assert!(Line::from_json(&big).unwrap_err().to_string().starts_with("field amount_fen:"));
         let kind = SPEC_REQUEST.replace("\"sale\"", "\"deposit\"");
         assert!(Line::from_json(&kind).unwrap_err().to_string().starts_with("field type:"));
+        let twice = SPEC_REQUEST.replace("\"0F02\":\"02\"", "\"0F01\":\"P2\"");
+        assert!(Line::from_json(&twice).unwrap_err().to_string().contains("key \"0F01\" appears twice"));
+        let twice = SPEC_REQUEST.replace("\"dir\"", "\"amount_fen\":1,\"dir\"");
+        assert!(Line::from_json(&twice).unwrap_err().to_string().contains("key \"amount_fen\" appears twice"));
         let extra = SPEC_REQUEST.replace("\"dir\"", "\"pan\":\"1\",\"dir\"");
         assert_eq!(Line::from_json(&extra).unwrap_err(), JsonError::Unknown { field: "pan".into() });
     }
