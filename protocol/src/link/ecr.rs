@@ -229,6 +229,10 @@ struct Exchange {
 /// 0F01) stays blocked for money requests until a QUERY answer settles it (§4 rule 7). The owner
 /// persists [`unknown_references`](Self::unknown_references) and [`next_token`](Self::next_token) and
 /// restores them after a restart ([`mark_unknown`](Self::mark_unknown), [`EcrConfig::first_token`]).
+///
+/// The guard is per ECR reference, which is all the link can see. A VOID or REFUND carries its own
+/// reference (§5.3), so rule 7's "no other money request for that payment" across a sale and its
+/// reversals is the owner's to keep: it knows which payment each reference belongs to.
 #[derive(Debug, Clone)]
 pub struct Ecr {
     cfg: EcrConfig,
