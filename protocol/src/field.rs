@@ -1,9 +1,10 @@
 //! Fixed-width fields (wire-protocol.md §5) and the value types they hold.
 //!
-//! Every field of a request or response is declared once in a layout table ([`REQUEST_LAYOUT`],
-//! [`RESPONSE_LAYOUT`]): its name, width and kind. The message encoder walks the table asking the
-//! message for each field's value; the decoder walks the same table with nom, checking each field's
-//! kind, and hands the raw slices to the message type. Nothing else knows an offset.
+//! Every field of a request or response is declared once in a layout table (`REQUEST_LAYOUT`,
+//! `RESPONSE_LAYOUT`): its name, width and kind. The message encoder walks the table asking the
+//! message for each field's value; the decoder takes the fixed part by the same table (nom) and reads
+//! each field at the offset and width the table gives, through the field's typed parser. Nothing else
+//! knows an offset.
 
 use std::fmt;
 
