@@ -587,15 +587,22 @@ pub struct Response {
 }
 
 impl Response {
-    /// A response to `request` with code `code` and every other field empty or zero.
+    /// A response to `request` with code `code`, the request's amount, and every other field empty or
+    /// zero.
     pub fn answering(request: &Request, code: ResponseCode) -> Response {
+        Response { amount: request.body.amount(), ..Response::empty(request.token, request.message_type(), code) }
+    }
+
+    /// A response with the given token, type and code and every other field empty or zero: the answer to
+    /// a request that could only be read that far (e.g. `T5` for a malformed one).
+    pub fn empty(token: Token, kind: MessageType, code: ResponseCode) -> Response {
         Response {
-            token: request.token,
-            kind: request.message_type(),
+            token,
+            kind,
             code,
             text: Text::default(),
             card: None,
-            amount: request.body.amount(),
+            amount: Amount::ZERO,
             trace: Digits::ZERO,
             batch: Digits::ZERO,
             date: Digits::ZERO,
