@@ -2,7 +2,8 @@
 //!
 //! Requests are signed here with our own HMAC code, so the server's check is tested independently.
 //! Servers listen on port 0 and are ready when `LedgerSim::start` returns; no test sleeps or asserts on
-//! wall-clock time.
+//! measured durations. Where an answer must NOT come (a slow answer, a connection beyond the bound),
+//! the test gives up after a while: a correct server never answers, so that cannot fail spuriously.
 
 // Tests: a failed unwrap is a failed test, with its message.
 #![allow(clippy::unwrap_used)]
@@ -13,8 +14,10 @@ use hmac::{Hmac, Mac};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use sha2::Sha256;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use zhengjiao_simulator::ledger::{
-    LedgerConfig, LedgerCounters, LedgerFaults, LedgerHandle, LedgerSim, Secret, StoredEntry, Summary,
+    LedgerConfig, LedgerCounters, LedgerFaults, LedgerHandle, LedgerSim, Secret, StartError, StoredEntry, Summary,
 };
 
 const KEY_ID: &str = "weidong-01";
@@ -58,13 +61,8 @@ impl Client {
         hex(&mac.finalize().into_bytes())
     }
 
-    async fn send_at(
-        &self,
-        timestamp: i64,
-        method: Method,
-        target: &str,
-        body: Vec<u8>,
-    ) -> reqwest::Result<reqwest::Response> {
+    /// A signed request, to send as it is or after adjusting it (a timeout, say).
+    fn request(&self, timestamp: i64, method: Method, target: &str, body: Vec<u8>) -> reqwest::RequestBuilder {
         let path = target.split('?').next().unwrap();
         let signature = self.sign(timestamp, &method, path, &body);
         let mut request = self
@@ -76,7 +74,17 @@ impl Client {
         if method == Method::POST {
             request = request.header("Content-Type", "application/json; charset=utf-8").body(body);
         }
-        request.send().await
+        request
+    }
+
+    async fn send_at(
+        &self,
+        timestamp: i64,
+        method: Method,
+        target: &str,
+        body: Vec<u8>,
+    ) -> reqwest::Result<reqwest::Response> {
+        self.request(timestamp, method, target, body).send().await
     }
 
     async fn send(&self, method: Method, target: &str, body: Vec<u8>) -> reqwest::Result<reqwest::Response> {
@@ -329,21 +337,24 @@ async fn invalid_fields_are_named() {
 async fn bad_signatures_get_401_and_process_nothing() {
     let ledger = start().await;
     let body = serde_json::to_vec(&json!({ "entries": [payment("p-1")] })).unwrap();
-    let now = unix_now();
     let good = Client::new(&ledger);
+    // Offsets from the clock, read afresh for each request; stale ones are well beyond the 300 s
+    // window, so a clock tick between signing and checking cannot bring them back within it.
     let attempts = [
-        (Client::with_key(&ledger, KEY_ID, "wrong secret"), now),
-        (Client::with_key(&ledger, "unknown-key", SECRET), now),
-        (good.clone(), now - 301),
-        (good.clone(), now + 301),
+        (Client::with_key(&ledger, KEY_ID, "wrong secret"), 0),
+        (Client::with_key(&ledger, "unknown-key", SECRET), 0),
+        (good.clone(), -310),
+        (good.clone(), 310),
     ];
-    for (client, timestamp) in &attempts {
-        let response = client.send_at(*timestamp, Method::POST, "/v1/entries", body.clone()).await.unwrap();
+    for (client, offset) in &attempts {
+        let timestamp = unix_now() + offset;
+        let response = client.send_at(timestamp, Method::POST, "/v1/entries", body.clone()).await.unwrap();
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
         let answer: Value = response.json().await.unwrap();
         assert_eq!(answer["error"], "unauthorized");
     }
     // A signature over another path does not pass.
+    let now = unix_now();
     let response = good
         .http
         .post(format!("{}/v1/entries", good.base))
@@ -365,9 +376,11 @@ async fn bad_signatures_get_401_and_process_nothing() {
     assert_eq!(ledger.entry_count().await.unwrap(), 0);
     assert_eq!(ledger.counters().unauthorized, 7);
     assert_eq!(ledger.counters().entries_rejected, 0);
-    // Within the window is fine.
-    let response = good.send_at(now - 290, Method::POST, "/v1/entries", body).await.unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
+    // Within the window is fine, either way.
+    for offset in [-290, 290] {
+        let response = good.send_at(unix_now() + offset, Method::POST, "/v1/entries", body.clone()).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{offset}");
+    }
     ledger.shutdown().await;
 }
 
@@ -560,13 +573,24 @@ async fn fault_500() {
 }
 
 #[tokio::test]
-async fn fault_slow_answer_still_arrives() {
-    let ledger = start_with(LedgerFaults { slow_rate: 1.0, slow_ms: 40, ..LedgerFaults::default() }, 1).await;
+async fn fault_slow_answer_is_stored_then_held_back() {
+    let ledger = start_with(LedgerFaults { slow_rate: 1.0, slow_ms: 2000, ..LedgerFaults::default() }, 1).await;
     let client = Client::new(&ledger);
-    assert_result(&client.submit(&[payment("p-1")]).await[0], "created", None);
-    assert_eq!(client.get("/v1/entries/p-1").await.0, StatusCode::OK);
+    let body = serde_json::to_vec(&json!({ "entries": [payment("p-1")] })).unwrap();
+    // The answer is held back well beyond the client's patience: the client gives up, as it would on
+    // any lost answer. (Without the delay the answer would arrive within the timeout.)
+    let request = client.request(unix_now(), Method::POST, "/v1/entries", body).timeout(Duration::from_millis(500));
+    let error = request.send().await.unwrap_err();
+    assert!(error.is_timeout(), "the answer was held back: {error:?}");
     let faults = ledger.counters().faults;
-    assert_eq!((faults.slow, faults.slow_ms), (2, 80));
+    assert_eq!((faults.slow, faults.slow_ms), (1, 2000));
+
+    // The entry was committed before the wait; the retry of the same entry finds it.
+    ledger.set_faults(LedgerFaults::default()).unwrap();
+    let stored = ledger.entry("p-1").await.unwrap().expect("stored before the answer was held back");
+    let results = client.submit(&[payment("p-1")]).await;
+    assert_result(&results[0], "exists", None);
+    assert_eq!(voucher(&results[0]), stored.tax_voucher_no);
     ledger.shutdown().await;
 }
 
@@ -700,5 +724,55 @@ async fn concurrent_retries_of_one_entry_create_it_once() {
     assert_eq!(results.iter().filter(|r| r["status"] == "exists").count(), 15);
     let vouchers: std::collections::BTreeSet<String> = results.iter().map(voucher).collect();
     assert_eq!(vouchers.len(), 1);
+    ledger.shutdown().await;
+}
+
+/// Sends `GET /control/counters` on a raw keep-alive connection.
+async fn send_raw_get(stream: &mut TcpStream) {
+    stream.write_all(b"GET /control/counters HTTP/1.1\r\nHost: ledger\r\n\r\n").await.unwrap();
+}
+
+/// Reads up to the end of the answer's status line.
+async fn read_status_line(stream: &mut TcpStream) -> String {
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !seen.windows(2).any(|w| w == b"\r\n") {
+        let n = stream.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed before an answer: {:?}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&seen);
+    text.lines().next().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn connections_beyond_the_bound_wait_until_one_closes() {
+    let mut config = LedgerConfig::new(KEY_ID, Secret::new(SECRET));
+    config.max_connections = 0;
+    let refused = LedgerSim::start(config.clone()).await.unwrap_err();
+    assert!(matches!(refused, StartError::MaxConnections { value: 0, .. }), "{refused:?}");
+
+    config.max_connections = 2;
+    let ledger = LedgerSim::start(config).await.unwrap();
+    // Two keep-alive connections, each answered once and left open: they hold both slots.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut stream = TcpStream::connect(ledger.addr()).await.unwrap();
+        send_raw_get(&mut stream).await;
+        assert_eq!(read_status_line(&mut stream).await, "HTTP/1.1 200 OK");
+        held.push(stream);
+    }
+    // A third connects (the kernel queues it) but is not served while both slots are held. Were it
+    // served, its answer would come at once; waiting a while for nothing cannot fail spuriously.
+    let mut third = TcpStream::connect(ledger.addr()).await.unwrap();
+    send_raw_get(&mut third).await;
+    let mut buf = [0u8; 64];
+    let early = tokio::time::timeout(Duration::from_millis(300), third.read(&mut buf)).await;
+    assert!(early.is_err(), "served beyond the bound: {early:?}");
+
+    // Closing one held connection frees its slot: the third is served.
+    drop(held.pop());
+    let answer = tokio::time::timeout(Duration::from_secs(30), read_status_line(&mut third)).await.unwrap();
+    assert_eq!(answer, "HTTP/1.1 200 OK");
     ledger.shutdown().await;
 }

@@ -4,7 +4,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::{LedgerConfig, LedgerFaults, LedgerSim, Secret, MAX_OUTAGE_SECS, MAX_RETRY_AFTER_SECS, MAX_SLOW_MS};
+use super::{
+    LedgerConfig, LedgerFaults, LedgerSim, Secret, MAX_CONNECTIONS, MAX_OUTAGE_SECS, MAX_RETRY_AFTER_SECS, MAX_SLOW_MS,
+};
 
 /// Options of `zhengjiao-sim ledger`.
 ///
@@ -24,6 +26,9 @@ pub struct LedgerArgs {
     /// SQLite file holding the entries (created if absent); in memory when not given.
     #[arg(long)]
     db: Option<PathBuf>,
+    /// Most connections served at once; further ones wait to be accepted until one closes.
+    #[arg(long, default_value_t = MAX_CONNECTIONS, value_parser = connections)]
+    max_connections: usize,
     /// Seed of the fault decisions.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -58,12 +63,21 @@ fn rate(s: &str) -> Result<f64, String> {
     }
 }
 
+/// A connection bound: a whole number, at least 1.
+fn connections(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("{s:?} is not a number of connections (at least 1)")),
+    }
+}
+
 /// Runs the ledger simulator until interrupted, writing its address to `out` first.
 pub async fn run(args: LedgerArgs, out: &mut (dyn std::io::Write + Send)) -> Result<(), Box<dyn std::error::Error>> {
     let mut config = LedgerConfig::new(args.key_id, args.secret);
     config.listen = args.listen;
     config.db = args.db;
     config.seed = args.seed;
+    config.max_connections = args.max_connections;
     config.faults = LedgerFaults {
         unavailable_rate: args.unavailable_rate,
         retry_after_secs: args.retry_after,

@@ -1,4 +1,11 @@
-//! Connections a request handler can cut: the "store then drop" fault.
+//! The listener: at most a bounded number of connections at once, and connections a request handler
+//! can cut (the "store then drop" fault).
+//!
+//! Each accepted connection holds one slot of a semaphore of [`super::LedgerConfig::max_connections`]
+//! slots until it closes (an idle keep-alive connection included). With every slot taken the listener
+//! stops accepting: further clients wait in the kernel's accept queue (or are refused by the kernel
+//! once that queue is full) until a connection closes. This bounds the memory that request bodies can
+//! take to `max_connections` × the body limit.
 //!
 //! axum serves each connection on a task of its own that a handler cannot reach. So every accepted
 //! stream is wrapped in a [`CuttableStream`] sharing a [`Cut`] switch with the request extensions
@@ -17,6 +24,7 @@ use axum::extract::connect_info::Connected;
 use axum::serve::{IncomingStream, Listener};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// The switch that cuts one connection.
 #[derive(Debug, Clone, Default)]
@@ -48,21 +56,35 @@ impl Connected<IncomingStream<'_, CuttableListener>> for ConnInfo {
     }
 }
 
-/// A TCP listener whose connections can be cut.
+/// A TCP listener that serves a bounded number of connections at once, each of which can be cut.
 #[derive(Debug)]
-pub(crate) struct CuttableListener(pub(crate) TcpListener);
+pub(crate) struct CuttableListener {
+    listener: TcpListener,
+    /// One permit per connection being served.
+    slots: Arc<Semaphore>,
+}
+
+impl CuttableListener {
+    /// Serves at most `max_connections` (at least 1) connections at once.
+    pub(crate) fn new(listener: TcpListener, max_connections: usize) -> CuttableListener {
+        CuttableListener { listener, slots: Arc::new(Semaphore::new(max_connections)) }
+    }
+}
 
 impl Listener for CuttableListener {
     type Io = CuttableStream;
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (CuttableStream, SocketAddr) {
+        // A free slot first, so that a connection beyond the bound is not even accepted. The semaphore
+        // is never closed, so the permit is always there.
+        let slot = self.slots.clone().acquire_owned().await.ok();
         // axum's own listener loop: retry after an accept error; the accept call itself paces it.
         loop {
-            match self.0.accept().await {
+            match self.listener.accept().await {
                 Ok((inner, peer)) => {
                     let _ = inner.set_nodelay(true);
-                    return (CuttableStream { inner, cut: Cut::default() }, peer);
+                    return (CuttableStream { inner, cut: Cut::default(), _slot: slot }, peer);
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "ledger: accept failed");
@@ -73,15 +95,17 @@ impl Listener for CuttableListener {
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.0.local_addr()
+        self.listener.local_addr()
     }
 }
 
-/// A TCP stream that fails all I/O once its [`Cut`] is flipped.
+/// A TCP stream that fails all I/O once its [`Cut`] is flipped; it frees its connection slot when
+/// dropped.
 #[derive(Debug)]
 pub(crate) struct CuttableStream {
     inner: TcpStream,
     cut: Cut,
+    _slot: Option<OwnedSemaphorePermit>,
 }
 
 fn cut_error() -> io::Error {

@@ -11,6 +11,8 @@
 //! - the signed `<path>` is the path without the query string (see `auth`);
 //! - during an outage window every `/v1` request gets `503` with `Retry-After` (the time left); the
 //!   control endpoints on the same port keep answering;
+//! - at most [`LedgerConfig::max_connections`] connections ([`MAX_CONNECTIONS`] by default) are served
+//!   at once; beyond that, new connections wait to be accepted until one closes (see `conn`);
 //! - `exists` compares the canonical entry: every field as sent, `occurred_at` as text, an absent
 //!   nullable field equal to `null`; an unknown field refuses the entry (`invalid_field:<name>`);
 //! - a reversal must name a stored payment (else `reversal_of_unknown_entry`), agree with it on
@@ -49,6 +51,11 @@ use counters::Counters;
 use faults::FaultState;
 use store::Store;
 
+/// Default bound on the connections served at once ([`LedgerConfig::max_connections`]). A body is
+/// read in full (up to 4 MiB) before its signature can be checked, so this also bounds the memory
+/// that request bodies can take, to 1 GiB.
+pub const MAX_CONNECTIONS: usize = 256;
+
 /// How long [`LedgerHandle::shutdown`] lets requests in flight finish before cutting them.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -65,10 +72,13 @@ pub struct LedgerConfig {
     pub faults: LedgerFaults,
     /// Seed of the fault decisions: the same seed and requests give the same faults.
     pub seed: u64,
+    /// Most connections served at once (at least 1); further connections wait to be accepted until
+    /// one closes. An idle keep-alive connection counts until it closes.
+    pub max_connections: usize,
 }
 
 impl LedgerConfig {
-    /// One key, loopback on a free port, in memory, no faults, seed 0.
+    /// One key, loopback on a free port, in memory, no faults, seed 0, [`MAX_CONNECTIONS`].
     pub fn new(key_id: impl Into<String>, secret: Secret) -> LedgerConfig {
         LedgerConfig {
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
@@ -76,6 +86,7 @@ impl LedgerConfig {
             db: None,
             faults: LedgerFaults::default(),
             seed: 0,
+            max_connections: MAX_CONNECTIONS,
         }
     }
 }
@@ -95,6 +106,14 @@ pub enum StartError {
     EmptySecret {
         /// The key whose secret is empty.
         key_id: String,
+    },
+    /// The connection bound is 0 or beyond what the server can count.
+    #[error("ledger simulator: max_connections must be 1..={max}, not {value}")]
+    MaxConnections {
+        /// The bound asked for.
+        value: usize,
+        /// The largest bound accepted.
+        max: usize,
     },
     /// A fault setting is out of range.
     #[error("ledger simulator: {0}")]
@@ -141,6 +160,10 @@ impl LedgerSim {
             });
         }
         config.faults.check()?;
+        let max = tokio::sync::Semaphore::MAX_PERMITS;
+        if !(1..=max).contains(&config.max_connections) {
+            return Err(StartError::MaxConnections { value: config.max_connections, max });
+        }
 
         let store = Store::open(config.db).await?;
         let listener = match TcpListener::bind(config.listen).await {
@@ -158,6 +181,7 @@ impl LedgerSim {
             }
         };
 
+        let listener = CuttableListener::new(listener, config.max_connections);
         let shared = Arc::new(Shared {
             keys: config.keys,
             store,
@@ -167,7 +191,7 @@ impl LedgerSim {
         let app = http::router(shared.clone()).into_make_service_with_connect_info::<ConnInfo>();
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(async move {
-            let serve = axum::serve(CuttableListener(listener), app).with_graceful_shutdown(async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
                 // A dropped handle stops the server too.
                 let _ = stopped.await;
             });
