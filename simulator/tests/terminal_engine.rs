@@ -284,13 +284,24 @@ fn refund_rules() {
     let (mut e, mut ecr) = signed_in(EngineConfig::default());
     let sale = send(&mut e, &ecr.sale(10_000, "S1"));
     let rrn = sale.rrn.as_str().to_owned();
-    let same_batch = send(&mut e, &ecr.refund(1_000, &sale.date, &rrn, "F0"));
-    assert_eq!(same_batch.code, ResponseCode::INVALID_TRANSACTION);
-    assert_eq!(same_batch.text.as_str(), "当批交易请撤销");
+    let declined = send(&mut e, &ecr.sale(10_051, "S2"));
+    assert_eq!(declined.code, code("51"));
+    let voided = send(&mut e, &ecr.sale(20_000, "S3"));
+    assert!(send(&mut e, &ecr.void(20_000, &voided.trace, "V3")).is_approved());
+    // No refundable approved sale of an earlier batch: 25, the text saying why.
+    let refused = |e: &mut Engine, ecr: &mut Ecr, date: &Digits<8>, rrn: &str, reference: &str| {
+        let r = send(e, &ecr.refund(1_000, date, rrn, reference));
+        (r.code, r.text.as_str().to_owned(), r.trace)
+    };
+    let not_found = |text: &str| (ResponseCode::NOT_FOUND, text.to_owned(), Digits::ZERO);
+    assert_eq!(refused(&mut e, &mut ecr, &sale.date, &rrn, "F0"), not_found("当批交易请撤销"));
     settle(&mut e, &mut ecr);
-    assert_eq!(send(&mut e, &ecr.refund(1_000, &sale.date, "000000000000", "F1")).code, ResponseCode::NOT_FOUND);
+    assert_eq!(refused(&mut e, &mut ecr, &sale.date, "000000000000", "F1"), not_found("原交易不存在"));
     let other_day = Digits::new("20201020").unwrap();
-    assert_eq!(send(&mut e, &ecr.refund(1_000, &other_day, &rrn, "F2")).code, ResponseCode::NOT_FOUND);
+    assert_eq!(refused(&mut e, &mut ecr, &other_day, &rrn, "F2"), not_found("原交易不存在"));
+    assert_eq!(refused(&mut e, &mut ecr, &declined.date, declined.rrn.as_str(), "F2D"), not_found("原交易未成功"));
+    assert_eq!(refused(&mut e, &mut ecr, &voided.date, voided.rrn.as_str(), "F2V"), not_found("原交易已撤销"));
+    // More than what remains: 13.
     assert_eq!(send(&mut e, &ecr.refund(10_001, &sale.date, &rrn, "F3")).code, ResponseCode::INVALID_AMOUNT);
     let partial = send(&mut e, &ecr.refund(4_000, &sale.date, &rrn, "F4"));
     assert_eq!((partial.code, partial.card), (ResponseCode::APPROVED, sale.card));
@@ -304,7 +315,7 @@ fn refund_rules() {
     assert_eq!((q.memo.query_type, q.memo.query_state), (Some(MessageType::Refund), Some(QueryState::Approved)));
     assert_eq!(q.amount.fen(), 6_000);
     let c = e.counters();
-    assert_eq!((c.refunds_approved, c.refunds_refused), (2, 6));
+    assert_eq!((c.refunds_approved, c.refunds_refused), (2, 8));
 }
 
 #[test]

@@ -40,11 +40,12 @@ pub struct TerminalArgs {
     /// Seed of every random choice (declines, faults), for reproducible runs.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Drawn declines for sales the amount does not decide, e.g. 51=0.03,T1=0.02.
+    /// Drawn declines for sales that neither a queued outcome nor the amount decides, e.g.
+    /// 51=0.03,T1=0.02.
     #[arg(long, value_parser = parse_declines, default_value = "", hide_default_value = true)]
     pub decline: Declines,
-    /// How long a SALE waits for the card, in milliseconds.
-    #[arg(long, default_value_t = 0)]
+    /// How long a SALE waits for the card, in milliseconds (at most 600000).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=super::MAX_CARD_DELAY_MS))]
     pub card_delay_ms: u64,
     /// State file ("memory like flash"): loaded at start, written after every change. With
     /// --terminals N, terminal i >= 1 uses FILE.i.
@@ -82,8 +83,8 @@ pub struct FaultArgs {
     /// Rate of responses sent a second time after their ACK.
     #[arg(long, value_name = "RATE", default_value_t = 0.0, value_parser = parse_rate)]
     pub duplicate: f64,
-    /// Delay of every response, in milliseconds.
-    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=super::faults::MAX_DELAY_MS))]
+    /// Delay of every response, in milliseconds (at most 600000).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=super::MAX_DELAY_MS))]
     pub delay_ms: u64,
 }
 

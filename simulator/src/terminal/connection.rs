@@ -19,7 +19,8 @@ use zhengjiao_protocol::link::{Link, LinkEvent};
 use zhengjiao_protocol::message::{Request, Response};
 
 use super::counters::LinkCounters;
-use super::runtime::{Claim, Outcome, Terminal, SWALLOW_HOLD};
+use super::faults::FaultKind;
+use super::runtime::{Claim, Outcome, Processed, Terminal, SWALLOW_HOLD};
 
 /// The most responses waiting for their turn on one connection; more are dropped (and counted). Only a
 /// peer that ignores §1 (one exchange at a time) gets there.
@@ -49,6 +50,8 @@ struct InFlight {
     corrupt: bool,
     /// Send it again once ACKed.
     duplicate: bool,
+    /// Noise to send before its first send.
+    noise: Option<Vec<u8>>,
     /// The intact frame as first handed out by the link.
     wire: Option<Vec<u8>>,
 }
@@ -65,17 +68,17 @@ struct Held {
 struct Conn {
     term: Arc<Terminal>,
     link: Link,
-    /// Encoded responses waiting for the link to be free.
+    /// Encoded responses waiting for the link to be free, in order.
     outbox: VecDeque<Vec<u8>>,
     in_flight: Option<InFlight>,
     held: Option<Held>,
-    pending: Option<oneshot::Receiver<Outcome>>,
-    /// ACKs still to be swallowed from the link's output.
-    swallow: usize,
+    pending: Option<oneshot::Receiver<Processed>>,
     /// Bytes to write, in order.
     wire: VecDeque<Vec<u8>>,
     drop_requested: bool,
     links_lost: u64,
+    /// ACKs the swallow-ack fault took out of the link's output.
+    acks_swallowed: u64,
 }
 
 /// Serves one connection until it closes, fails, is dropped by a fault or `cancel` fires. The
@@ -92,13 +95,13 @@ where
         in_flight: None,
         held: None,
         pending: None,
-        swallow: 0,
         wire: VecDeque::new(),
         drop_requested: false,
         links_lost: 0,
+        acks_swallowed: 0,
     };
     let end = conn.run(io, cancel).await;
-    conn.publish();
+    conn.finish();
     term.count(|t| {
         let live = std::mem::take(&mut t.live_link);
         t.closed_links.add(&live);
@@ -114,6 +117,8 @@ impl Conn {
         let mut buf = vec![0u8; READ_CHUNK];
         loop {
             self.step(Instant::now());
+            // Counters first, so whoever reads them after seeing these bytes sees them counted.
+            self.publish();
             tokio::select! {
                 written = self.write_out(io) => {
                     if let Err(error) = written {
@@ -122,7 +127,6 @@ impl Conn {
                 }
                 _ = cancel.cancelled() => return ConnEnd::Cancelled,
             }
-            self.publish();
             if self.drop_requested {
                 return ConnEnd::Dropped;
             }
@@ -133,18 +137,19 @@ impl Conn {
                 read = io.read(&mut buf) => match read {
                     Ok(0) => return ConnEnd::Closed,
                     Ok(n) => {
-                        let idle = self.idle();
-                        self.link.set_idle(idle);
-                        self.link.handle_input(Instant::now().into_std(), buf.get(..n).unwrap_or_default());
+                        let now = Instant::now();
+                        for &byte in buf.get(..n).unwrap_or_default() {
+                            self.feed(now, |link, now| link.handle_input(now, &[byte]));
+                        }
                     }
                     Err(error) => return ConnEnd::Io(error),
                 },
                 _ = sleep_until(deadline), if deadline.is_some() => {
-                    self.link.handle_timeout(Instant::now().into_std());
+                    self.feed(Instant::now(), Link::handle_timeout);
                 }
-                outcome = outcome(pending), if pending.is_some() => {
+                processed = outcome(pending), if pending.is_some() => {
                     self.pending = None;
-                    self.on_outcome(outcome);
+                    self.on_outcome(processed);
                 }
             }
         }
@@ -168,11 +173,26 @@ impl Conn {
         }
     }
 
-    /// Takes the link's events, starts the next response and collects the bytes to write.
-    fn step(&mut self, now: Instant) {
+    /// Gives the link one input (a byte read, or its timeout), handles the events it caused and
+    /// collects what it answered. Input goes in a byte at a time (the link's behaviour does not depend on
+    /// how input is split), so the ACK of a delivered request frame can be told apart from others and
+    /// the ENQ rule sees the terminal's state as of that byte.
+    fn feed(&mut self, now: Instant, input: impl FnOnce(&mut Link, std::time::Instant)) {
+        let idle = self.idle();
+        self.link.set_idle(idle);
+        let before = self.link.stats();
+        input(&mut self.link, now.into_std());
+        let after = self.link.stats();
+        // Every frame delivered queued one ACK. Only when nothing else did (an ENQ answered, a duplicate
+        // ACKed again, an answer dropped for want of room: possible together when a broken frame's bytes
+        // are rescanned) are the ACKs in the output exactly the delivered frames', in order.
+        let others = (after.enqs_answered - before.enqs_answered)
+            + (after.duplicates - before.duplicates)
+            + (after.controls_dropped - before.controls_dropped);
+        let mut swallow = VecDeque::new();
         while let Some(event) = self.link.poll_event() {
             match event {
-                LinkEvent::Delivered(data) => self.on_request(now, &data),
+                LinkEvent::Delivered(data) => swallow.push_back(self.on_request(now, &data, others == 0)),
                 LinkEvent::Acked => self.on_acked(),
                 LinkEvent::LinkLost => {
                     tracing::warn!(terminal = self.term.cfg.index, "response never acknowledged: link lost");
@@ -182,19 +202,30 @@ impl Conn {
                 _ => {}
             }
         }
-        self.release_held(now);
-        self.send_next(now);
-        self.collect_transmit();
+        self.collect_transmit(swallow);
     }
 
-    fn on_request(&mut self, now: Instant, data: &[u8]) {
+    /// Starts what can start and collects the bytes to write.
+    fn step(&mut self, now: Instant) {
+        self.release_held(now);
+        self.send_next(now);
+        self.collect_transmit(VecDeque::new());
+    }
+
+    /// A request frame delivered by the link. Returns whether its ACK is to be swallowed, which
+    /// `can_swallow` (its ACK can be singled out) allows.
+    fn on_request(&mut self, now: Instant, data: &[u8], can_swallow: bool) -> bool {
         let term = Arc::clone(&self.term);
         term.count(|t| t.counters.requests += 1);
-        let swallowed = term.roll(|f| f.swallow_ack);
+        // Drawn for every request frame, so the draws do not depend on whether the ACK can be found.
+        let swallowed = term.roll(FaultKind::SwallowAck);
+        if swallowed && !can_swallow {
+            tracing::info!(terminal = term.cfg.index, "fault: swallow-ack skipped, the ACK is not alone");
+        }
+        let swallowed = swallowed && can_swallow;
         if swallowed {
             tracing::info!(terminal = term.cfg.index, "fault: request ACK swallowed");
             term.count(|t| t.counters.faults.swallow_ack += 1);
-            self.swallow += 1;
         }
         let request = match Request::decode(data) {
             Ok(request) => request,
@@ -207,19 +238,25 @@ impl Conn {
                     }
                     None => term.count(|t| t.counters.unanswerable += 1),
                 }
-                return;
+                return swallowed;
             }
         };
-        let Some(claim) = term.try_claim() else {
+        // A response not yet queued (its outcome still on the way, or its request held) keeps this
+        // connection busy whatever the flag says: the newcomer must not take its place.
+        let claim = match (&self.pending, &self.held) {
+            (None, None) => term.try_claim(),
+            _ => None,
+        };
+        let Some(claim) = claim else {
             term.count(|t| t.counters.busy += 1);
             let response = term.busy_response(&request);
             self.queue_response(&response);
-            return;
+            return swallowed;
         };
-        if term.roll(|f| f.never_answer) {
+        if term.roll(FaultKind::NeverAnswer) {
             tracing::info!(terminal = term.cfg.index, kind = %request.message_type(), "fault: request never answered");
             term.count(|t| t.counters.faults.never_answer += 1);
-            return;
+            return swallowed;
         }
         if swallowed {
             let duplicates_at = self.link.stats().duplicates;
@@ -228,6 +265,7 @@ impl Conn {
         } else {
             self.pending = Some(term.start_processing(claim, request));
         }
+        swallowed
     }
 
     /// Starts a held request once the ECR's resend was suppressed, or at the end of the hold.
@@ -242,10 +280,14 @@ impl Conn {
         }
     }
 
-    fn on_outcome(&mut self, outcome: Result<Outcome, oneshot::error::RecvError>) {
-        match outcome {
-            Ok(Outcome::Respond(response)) => self.queue_response(&response),
-            Ok(Outcome::Drop) => self.drop_requested = true,
+    fn on_outcome(&mut self, processed: Result<Processed, oneshot::error::RecvError>) {
+        match processed {
+            // The claim goes once the response is queued, in order, for the link.
+            Ok(Processed { outcome: Outcome::Respond(response), claim }) => {
+                self.queue_response(&response);
+                drop(claim);
+            }
+            Ok(Processed { outcome: Outcome::Drop, claim: _ }) => self.drop_requested = true,
             // Shutdown cut the processing short.
             Err(_) => {}
         }
@@ -258,7 +300,7 @@ impl Conn {
         if let (true, Some(wire)) = (in_flight.duplicate, in_flight.wire) {
             tracing::info!(terminal = self.term.cfg.index, "fault: response sent twice");
             self.term.count(|t| t.counters.faults.duplicate += 1);
-            self.push_frame(wire);
+            self.wire.push_back(wire);
         }
     }
 
@@ -266,19 +308,20 @@ impl Conn {
         let data = match response.encode() {
             Ok(data) => data,
             Err(error) => {
-                tracing::error!(terminal = self.term.cfg.index, %error, "response does not encode");
+                tracing::error!(terminal = self.term.cfg.index, %error, "response does not encode: lost");
+                self.term.count(|t| t.counters.responses_lost += 1);
                 return;
             }
         };
         if self.outbox.len() >= MAX_QUEUED_RESPONSES {
-            tracing::warn!(terminal = self.term.cfg.index, "response queue full: response dropped");
+            tracing::warn!(terminal = self.term.cfg.index, "response queue full: response lost");
             self.term.count(|t| t.counters.responses_lost += 1);
             return;
         }
         self.outbox.push_back(data);
     }
 
-    /// Hands the next queued response to the link once nothing awaits an ACK.
+    /// Hands the next queued response to the link once nothing awaits an ACK, drawing its faults.
     fn send_next(&mut self, now: Instant) {
         if self.in_flight.is_some() || self.link.is_awaiting_ack() {
             return;
@@ -288,57 +331,57 @@ impl Conn {
         };
         match self.link.send_frame(now.into_std(), &data) {
             Ok(()) => {
-                let corrupt = self.term.roll(|f| f.corrupt_check);
-                let duplicate = self.term.roll(|f| f.duplicate);
-                self.in_flight = Some(InFlight { corrupt, duplicate, wire: None });
+                let corrupt = self.term.roll(FaultKind::CorruptCheck);
+                let duplicate = self.term.roll(FaultKind::Duplicate);
+                let noise = self.term.noise();
+                self.in_flight = Some(InFlight { corrupt, duplicate, noise, wire: None });
                 self.term.count(|t| t.counters.responses_sent += 1);
             }
-            Err(error) => tracing::error!(terminal = self.term.cfg.index, %error, "response refused by the link"),
+            Err(error) => {
+                tracing::error!(terminal = self.term.cfg.index, %error, "response refused by the link: lost");
+                self.term.count(|t| t.counters.responses_lost += 1);
+            }
         }
     }
 
-    /// Moves the link's output to the write queue, applying the line faults.
-    fn collect_transmit(&mut self) {
+    /// Moves the link's output to the write queue, applying the line faults. `swallow` says, for each
+    /// request frame the last input delivered, in order, whether its ACK is to be left out.
+    fn collect_transmit(&mut self, mut swallow: VecDeque<bool>) {
         while let Some(mut bytes) = self.link.poll_transmit() {
             if bytes.first() == Some(&STX) {
-                if let Some(in_flight) = &mut self.in_flight {
-                    if in_flight.wire.is_none() {
-                        in_flight.wire = Some(bytes.clone());
-                        if in_flight.corrupt {
-                            if let Some(last) = bytes.last_mut() {
-                                *last ^= 0xFF;
-                                tracing::info!(terminal = self.term.cfg.index, "fault: response check corrupted");
-                                self.term.count(|t| t.counters.faults.corrupt_check += 1);
-                            }
-                        }
-                    }
-                }
-                self.push_frame(bytes);
-            } else {
-                while self.swallow > 0 {
-                    let Some(at) = bytes.iter().position(|&b| b == ACK) else {
-                        break;
-                    };
-                    bytes.remove(at);
-                    self.swallow -= 1;
-                }
-                if !bytes.is_empty() {
-                    self.wire.push_back(bytes);
+                self.push_response_frame(bytes);
+                continue;
+            }
+            let mut swallowed = 0;
+            bytes.retain(|&byte| {
+                let keep = byte != ACK || !swallow.pop_front().unwrap_or(false);
+                swallowed += u64::from(!keep);
+                keep
+            });
+            self.acks_swallowed += swallowed;
+            if !bytes.is_empty() {
+                self.wire.push_back(bytes);
+            }
+        }
+    }
+
+    /// Queues a response frame for writing; on its first send, with the faults drawn for it.
+    fn push_response_frame(&mut self, mut bytes: Vec<u8>) {
+        if let Some(in_flight) = self.in_flight.as_mut().filter(|f| f.wire.is_none()) {
+            in_flight.wire = Some(bytes.clone());
+            if let Some(noise) = in_flight.noise.take() {
+                self.term.count(|t| t.counters.faults.noise += 1);
+                self.wire.push_back(noise);
+            }
+            if in_flight.corrupt {
+                if let Some(last) = bytes.last_mut() {
+                    *last ^= 0xFF;
+                    tracing::info!(terminal = self.term.cfg.index, "fault: response check corrupted");
+                    self.term.count(|t| t.counters.faults.corrupt_check += 1);
                 }
             }
         }
-        // The ACK of a swallowed frame is queued by the same input that delivered it; anything left
-        // over was never queued (the link's answer queue was full) and must not eat a later ACK.
-        self.swallow = 0;
-    }
-
-    /// Queues a frame for writing, with a burst of noise before it when the noise fault strikes.
-    fn push_frame(&mut self, frame: Vec<u8>) {
-        if self.term.roll(|f| f.noise) {
-            self.term.count(|t| t.counters.faults.noise += 1);
-            self.wire.push_back(self.term.noise());
-        }
-        self.wire.push_back(frame);
+        self.wire.push_back(bytes);
     }
 
     async fn write_out<S: AsyncWrite + Unpin>(&mut self, io: &mut S) -> io::Result<()> {
@@ -359,8 +402,21 @@ impl Conn {
 
     /// Makes this connection's link counters visible to the control surface.
     fn publish(&self) {
-        let live = LinkCounters::from_stats(&self.link.stats(), self.links_lost);
+        let live = LinkCounters::from_stats(&self.link.stats(), self.links_lost, self.acks_swallowed);
         self.term.count(|t| t.live_link = live);
+    }
+
+    /// The connection ended: counts the responses that never reached the link.
+    fn finish(&mut self) {
+        self.publish();
+        let unsent = self.outbox.len() as u64;
+        if unsent > 0 {
+            tracing::warn!(terminal = self.term.cfg.index, unsent, "connection ended: queued responses lost");
+            self.term.count(|t| t.counters.responses_lost += unsent);
+        }
+        if self.held.take().is_some() {
+            tracing::warn!(terminal = self.term.cfg.index, "connection ended: a held request is dropped unprocessed");
+        }
     }
 }
 
@@ -372,7 +428,7 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-async fn outcome(pending: &mut Option<oneshot::Receiver<Outcome>>) -> Result<Outcome, oneshot::error::RecvError> {
+async fn outcome(pending: &mut Option<oneshot::Receiver<Processed>>) -> Result<Processed, oneshot::error::RecvError> {
     match pending {
         Some(rx) => rx.await,
         None => std::future::pending().await,

@@ -1,26 +1,30 @@
 //! The HTTP control endpoint of the terminal simulator (`--control ADDR`): read counters, change
-//! faults and queue outcomes at run time. JSON in and out; errors are `{"error": "..."}`.
+//! faults and queue outcomes at run time. JSON in and out; errors are `{"error": "..."}`, with 400 for a
+//! body that does not parse (or names an unknown field) and for a value out of range, 404 for no such
+//! terminal, 409 for a full outcome queue.
 //!
 //! | route | what |
 //! |---|---|
 //! | `GET /terminals` | `[{"index":0,"terminal":"41000001","endpoint":"127.0.0.1:4100"}]` |
 //! | `GET /terminals/{i}/counters` | [`TerminalCounters`](super::TerminalCounters) |
 //! | `GET /terminals/{i}/faults` | [`Faults`](super::Faults) |
-//! | `POST /terminals/{i}/faults` | replaces terminal `i`'s faults (fields left out are 0); 204 |
-//! | `POST /faults` | the same for every terminal; 204 |
-//! | `POST /terminals/{i}/next-sale` | `{"code":"51"}`: the next SALE amount does not decide answers it; 204 |
+//! | `POST /terminals/{i}/faults` | a [`FaultsPatch`](super::FaultsPatch): changes the fields given, the others stay; 200 with the faults now in force |
+//! | `POST /faults` | the same patch on every terminal; 200 with each terminal's faults, in index order |
+//! | `POST /terminals/{i}/next-sale` | `{"code":"51"}`: the next SALE answers it, whatever its amount (queued in order, ahead of the amount table); 204 |
 
 use std::sync::Arc;
 
+use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use zhengjiao_protocol::message::ResponseCode;
 
-use super::{ControlError, Faults, SimInner};
+use super::{ControlError, FaultsPatch, SimInner};
 
 type Shared = State<Arc<SimInner>>;
 
@@ -55,6 +59,11 @@ impl From<ControlError> for ApiError {
     }
 }
 
+/// Parses a JSON body; a body that does not parse is a 400 in the usual error form.
+fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("body: {e}")))
+}
+
 #[derive(Serialize)]
 struct Listed {
     index: usize,
@@ -82,18 +91,14 @@ async fn faults(State(sim): Shared, Path(i): Path<usize>) -> Result<impl IntoRes
     Ok(Json(sim.faults(i)?))
 }
 
-async fn set_faults(
-    State(sim): Shared,
-    Path(i): Path<usize>,
-    Json(faults): Json<Faults>,
-) -> Result<StatusCode, ApiError> {
-    sim.set_faults(i, faults)?;
-    Ok(StatusCode::NO_CONTENT)
+async fn set_faults(State(sim): Shared, Path(i): Path<usize>, body: Bytes) -> Result<impl IntoResponse, ApiError> {
+    let patch: FaultsPatch = parse(&body)?;
+    Ok(Json(sim.patch_faults(i, &patch)?))
 }
 
-async fn set_all_faults(State(sim): Shared, Json(faults): Json<Faults>) -> Result<StatusCode, ApiError> {
-    sim.set_all_faults(faults)?;
-    Ok(StatusCode::NO_CONTENT)
+async fn set_all_faults(State(sim): Shared, body: Bytes) -> Result<impl IntoResponse, ApiError> {
+    let patch: FaultsPatch = parse(&body)?;
+    Ok(Json(sim.patch_all_faults(&patch)?))
 }
 
 #[derive(Deserialize)]
@@ -102,11 +107,8 @@ struct NextSale {
     code: String,
 }
 
-async fn next_sale(
-    State(sim): Shared,
-    Path(i): Path<usize>,
-    Json(next): Json<NextSale>,
-) -> Result<StatusCode, ApiError> {
+async fn next_sale(State(sim): Shared, Path(i): Path<usize>, body: Bytes) -> Result<StatusCode, ApiError> {
+    let next: NextSale = parse(&body)?;
     let code = ResponseCode::new(&next.code)
         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("code {:?}: {e}", next.code)))?;
     sim.queue_outcome(i, code)?;

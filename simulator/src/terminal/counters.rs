@@ -18,7 +18,7 @@ pub struct LinkCounters {
     pub frames_sent: u64,
     /// Response frames sent again after a NAK or T_ack (§4 rule 3).
     pub resends: u64,
-    /// ACKs sent (for frames and ENQs), swallowed ones included.
+    /// ACKs sent (for frames and ENQs); ACKs the swallow-ack fault removed are not counted.
     pub acks_sent: u64,
     /// NAKs sent for broken frames.
     pub naks_sent: u64,
@@ -39,13 +39,14 @@ pub struct LinkCounters {
 }
 
 impl LinkCounters {
-    pub(crate) fn from_stats(stats: &LinkStats, links_lost: u64) -> Self {
+    /// The counters of a link whose output lost `acks_swallowed` ACKs to the swallow-ack fault.
+    pub(crate) fn from_stats(stats: &LinkStats, links_lost: u64, acks_swallowed: u64) -> Self {
         LinkCounters {
             frames_received: stats.frames_received,
             frames_delivered: stats.frames_delivered,
             frames_sent: stats.frames_sent,
             resends: stats.resends,
-            acks_sent: stats.acks_sent,
+            acks_sent: stats.acks_sent.saturating_sub(acks_swallowed),
             naks_sent: stats.naks_sent,
             naks_received: stats.naks_received,
             duplicates_suppressed: stats.duplicates,
@@ -96,19 +97,21 @@ pub struct TerminalCounters {
     pub unanswerable: u64,
     /// Requests answered `T3` because another was still being processed.
     pub busy: u64,
-    /// SALEs answered `00` (forced approvals of the approve-drop fault included).
-    pub sales_approved: u64,
-    /// SALEs answered with any other code by the engine (`T4` included; `T3` and `T5` are not).
-    pub sales_declined: u64,
     /// Responses handed to the link.
     pub responses_sent: u64,
-    /// Responses that found their connection gone, or the response queue full.
+    /// Responses never handed to the link: their connection went first (the request was processed and
+    /// stored all the same), the response queue was full, or the response did not encode. Each is
+    /// logged.
     pub responses_lost: u64,
+    /// Serial only: times the simulator cleared exclusive mode (`TIOCEXCL`) on its pseudo-terminal
+    /// device, so an ECR that died holding the device can open it again.
+    pub serial_unlocks: u64,
     /// State files that could not be written.
     pub state_save_errors: u64,
     /// Faults injected, by kind.
     pub faults: FaultCounters,
-    /// The engine's own counters.
+    /// The engine's own counters: requests by type, and the outcomes (`sales_approved`,
+    /// `sales_declined`, ...).
     pub engine: EngineCounters,
 }
 

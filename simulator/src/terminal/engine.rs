@@ -22,7 +22,10 @@
 //! - RRN (12 an): the last four characters of the terminal id (left-padded with `0`) and an 8-digit
 //!   counter kept in the state file: unique across restarts, and across the terminals of one simulator
 //!   as long as their ids differ in the last four characters (and for 10^8 RRNs per terminal).
-//! - A REFUND of a sale of the open batch answers `12` with text "当批交易请撤销" (void it instead).
+//! - A REFUND must name an approved, unvoided sale of an earlier batch by (`orig_date`, `orig_rrn`);
+//!   anything else answers `25` with the text saying why ("原交易不存在", "当批交易请撤销" for a sale
+//!   of the open batch, which is voided instead, "原交易未成功", "原交易已撤销"). An amount above
+//!   what remains unrefunded answers `13`.
 //! - `T5` for a request that decodes but breaks §5.3 rules (no reference, zero amount) when built in code.
 
 use std::collections::VecDeque;
@@ -126,7 +129,7 @@ pub struct EngineCounters {
     pub voids_refused: u64,
     /// REFUNDs answered `00`.
     pub refunds_approved: u64,
-    /// REFUNDs refused (`25`, `12`, `13`).
+    /// REFUNDs refused (`25`, `13`).
     pub refunds_refused: u64,
     /// SETTLEs carried out.
     pub settlements: u64,
@@ -187,8 +190,9 @@ impl Engine {
         Some(response)
     }
 
-    /// Control surface: the next SALE on this terminal answers `code` (FIFO, at most
-    /// [`MAX_QUEUED_OUTCOMES`]). A SALE answered `T4` or `94` does not take an outcome.
+    /// Control surface: the next SALE on this terminal answers `code`, whatever its amount (the queue
+    /// is consulted before the amount table; FIFO, at most [`MAX_QUEUED_OUTCOMES`]). A SALE answered
+    /// `T4` or `94` does not take an outcome.
     pub fn queue_outcome(&mut self, code: ResponseCode) -> Result<(), QueueFull> {
         if self.queue.len() >= MAX_QUEUED_OUTCOMES {
             return Err(QueueFull);
@@ -365,10 +369,11 @@ impl Engine {
         let found = found.filter(|(_, sale)| sale.kind == MessageType::Sale && sale.date == orig_date);
         let slot = found.map(|(slot, _)| slot);
         let problem = match found {
+            // No refundable approved sale of an earlier batch: 25, the text saying why.
             None => Some((ResponseCode::NOT_FOUND, "原交易不存在")),
-            Some((_, sale)) if sale.batch == batch => Some((ResponseCode::INVALID_TRANSACTION, "当批交易请撤销")),
-            Some((_, sale)) if !sale.is_approved() => Some((ResponseCode::INVALID_TRANSACTION, "原交易未成功")),
-            Some((_, sale)) if sale.voided => Some((ResponseCode::INVALID_TRANSACTION, "原交易已撤销")),
+            Some((_, sale)) if sale.batch == batch => Some((ResponseCode::NOT_FOUND, "当批交易请撤销")),
+            Some((_, sale)) if !sale.is_approved() => Some((ResponseCode::NOT_FOUND, "原交易未成功")),
+            Some((_, sale)) if sale.voided => Some((ResponseCode::NOT_FOUND, "原交易已撤销")),
             Some((_, sale)) if amount.fen() > sale.refundable() => Some((ResponseCode::INVALID_AMOUNT, "退货金额超限")),
             Some(_) => None,
         };

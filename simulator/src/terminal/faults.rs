@@ -8,16 +8,20 @@ pub const MAX_NOISE_BURST: usize = 8;
 /// The longest response delay the delay fault accepts, in milliseconds (10 minutes).
 pub const MAX_DELAY_MS: u64 = 600_000;
 
-/// The faults a terminal injects. Rates are probabilities from 0.0 (never) to 1.0 (every time); each is
-/// drawn independently per occasion from the terminal's seeded generator.
+/// The faults a terminal injects. Rates are probabilities from 0.0 (never) to 1.0 (every time). Each kind
+/// has its own seeded random stream per terminal and draws from it exactly once per occasion, whatever
+/// its rate, so a run repeats with the same seed and changing one rate leaves the other kinds'
+/// decisions as they were.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Faults {
     /// Per response frame: its first send goes out with a corrupted check; the link's resend after the
     /// ECR's NAK goes out intact.
     pub corrupt_check: f64,
-    /// Per request frame delivered: its ACK is not sent, so the ECR resends and the terminal's link
-    /// suppresses the duplicate. The terminal holds the request until that resend arrives (at most
+    /// Per request frame delivered: its ACK (exactly that one, never an ENQ's) is not sent nor counted,
+    /// so the ECR resends and the terminal's link suppresses the duplicate. (Should one input make the
+    /// link answer a frame and something else at once, as when a broken frame's bytes are rescanned,
+    /// the ACKs cannot be told apart and the fault is skipped; it is drawn all the same.) The terminal holds the request until that resend arrives (at most
     /// [`SWALLOW_HOLD`](super::runtime::SWALLOW_HOLD)), so the ECR does not get the response first.
     pub swallow_ack: f64,
     /// Per request: ACKed, then neither processed nor answered (a QUERY for it later answers `25`).
@@ -28,12 +32,38 @@ pub struct Faults {
     /// Per SALE: the power fails: the sale is not stored, the connection drops and the terminal comes
     /// back signed out (T4 until the next SIGN_IN).
     pub power_loss: f64,
-    /// Per frame sent: a burst of noise bytes (never STX nor a control byte) goes out before it.
+    /// Per response frame, on its first send (not on the link's resends): a burst of noise bytes (never
+    /// STX, ETX nor a control byte) goes out before it.
     pub noise: f64,
     /// Per response frame: once it is ACKed, the identical bytes go out a second time.
     pub duplicate: f64,
-    /// Every response waits this long after processing before it is sent, in milliseconds.
+    /// Every response waits this long after processing (and storing) before it is sent, in
+    /// milliseconds, at most [`MAX_DELAY_MS`]. A response already waiting follows a change: its wait is
+    /// counted from the end of its processing with the new delay.
     pub delay_ms: u64,
+}
+
+/// A partial update of [`Faults`] (the body of `POST /terminals/{i}/faults` and `POST /faults`): fields
+/// left out keep their value.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FaultsPatch {
+    /// New [`Faults::corrupt_check`].
+    pub corrupt_check: Option<f64>,
+    /// New [`Faults::swallow_ack`].
+    pub swallow_ack: Option<f64>,
+    /// New [`Faults::never_answer`].
+    pub never_answer: Option<f64>,
+    /// New [`Faults::approve_drop`].
+    pub approve_drop: Option<f64>,
+    /// New [`Faults::power_loss`].
+    pub power_loss: Option<f64>,
+    /// New [`Faults::noise`].
+    pub noise: Option<f64>,
+    /// New [`Faults::duplicate`].
+    pub duplicate: Option<f64>,
+    /// New [`Faults::delay_ms`].
+    pub delay_ms: Option<u64>,
 }
 
 /// A fault setting out of range.
@@ -84,6 +114,20 @@ impl Faults {
         ]
     }
 
+    /// These faults with the fields `patch` sets replaced (not checked: see [`Faults::validate`]).
+    pub fn patched(&self, patch: &FaultsPatch) -> Faults {
+        Faults {
+            corrupt_check: patch.corrupt_check.unwrap_or(self.corrupt_check),
+            swallow_ack: patch.swallow_ack.unwrap_or(self.swallow_ack),
+            never_answer: patch.never_answer.unwrap_or(self.never_answer),
+            approve_drop: patch.approve_drop.unwrap_or(self.approve_drop),
+            power_loss: patch.power_loss.unwrap_or(self.power_loss),
+            noise: patch.noise.unwrap_or(self.noise),
+            duplicate: patch.duplicate.unwrap_or(self.duplicate),
+            delay_ms: patch.delay_ms.unwrap_or(self.delay_ms),
+        }
+    }
+
     /// Checks that every rate is from 0.0 to 1.0 and the delay within [`MAX_DELAY_MS`].
     pub fn validate(&self) -> Result<(), FaultsError> {
         for (name, value) in self.rates() {
@@ -120,38 +164,94 @@ pub struct FaultCounters {
     pub delay: u64,
 }
 
-/// Draws fault decisions from a seeded generator.
+/// The faults drawn at a rate, one random stream each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FaultKind {
+    CorruptCheck,
+    SwallowAck,
+    NeverAnswer,
+    ApproveDrop,
+    PowerLoss,
+    Noise,
+    Duplicate,
+}
+
+impl FaultKind {
+    const ALL: [FaultKind; 7] = [
+        FaultKind::CorruptCheck,
+        FaultKind::SwallowAck,
+        FaultKind::NeverAnswer,
+        FaultKind::ApproveDrop,
+        FaultKind::PowerLoss,
+        FaultKind::Noise,
+        FaultKind::Duplicate,
+    ];
+
+    /// The rate of this kind in `faults`.
+    pub(crate) fn rate(self, faults: &Faults) -> f64 {
+        match self {
+            FaultKind::CorruptCheck => faults.corrupt_check,
+            FaultKind::SwallowAck => faults.swallow_ack,
+            FaultKind::NeverAnswer => faults.never_answer,
+            FaultKind::ApproveDrop => faults.approve_drop,
+            FaultKind::PowerLoss => faults.power_loss,
+            FaultKind::Noise => faults.noise,
+            FaultKind::Duplicate => faults.duplicate,
+        }
+    }
+}
+
+/// Draws fault decisions: one seeded stream per [`FaultKind`], and exactly one draw from it per occasion
+/// whatever the rate (zero included), so a kind's decisions depend only on the seed and on how many
+/// occasions of that kind came before, never on the other kinds or on their rates.
 #[derive(Debug, Clone)]
 pub(crate) struct Dice {
-    rng: fastrand::Rng,
+    streams: [fastrand::Rng; FaultKind::ALL.len()],
 }
 
 impl Dice {
+    /// The streams of one terminal, from its fault seed ([`seeds`]).
     pub(crate) fn new(seed: u64) -> Self {
-        Dice { rng: fastrand::Rng::with_seed(seed) }
+        Dice { streams: FaultKind::ALL.map(|kind| fastrand::Rng::with_seed(mix(seed ^ mix(kind as u64 + 1)))) }
     }
 
-    /// True with probability `rate`. A zero rate draws nothing, so it leaves the sequence unchanged.
-    pub(crate) fn roll(&mut self, rate: f64) -> bool {
-        rate > 0.0 && self.rng.f64() < rate
+    /// One occasion of `kind`: true with probability `rate`.
+    pub(crate) fn roll(&mut self, kind: FaultKind, rate: f64) -> bool {
+        unit(self.draw(kind)) < rate
     }
 
-    /// A burst of 1..=[`MAX_NOISE_BURST`] printable ASCII bytes: none is STX, ETX or a control byte.
-    pub(crate) fn noise(&mut self) -> Vec<u8> {
-        let len = self.rng.usize(1..=MAX_NOISE_BURST);
-        (0..len).map(|_| self.rng.u8(0x20..=0x7e)).collect()
+    /// One occasion of the noise fault: with probability `rate`, a burst of 1..=[`MAX_NOISE_BURST`]
+    /// printable ASCII bytes (none is STX, ETX or a control byte), made from the same single draw.
+    pub(crate) fn noise(&mut self, rate: f64) -> Option<Vec<u8>> {
+        let draw = self.draw(FaultKind::Noise);
+        if unit(draw) >= rate {
+            return None;
+        }
+        let mut burst = fastrand::Rng::with_seed(draw);
+        let len = burst.usize(1..=MAX_NOISE_BURST);
+        Some((0..len).map(|_| burst.u8(0x20..=0x7e)).collect())
+    }
+
+    fn draw(&mut self, kind: FaultKind) -> u64 {
+        self.streams.get_mut(kind as usize).map_or(0, |rng| rng.u64(..))
     }
 }
 
-/// Seeds of the independent random streams of terminal `index`: the engine's and the faults'.
+/// A draw as a number in [0, 1) (its top 53 bits).
+fn unit(draw: u64) -> f64 {
+    (draw >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Splitmix-style spreading, so neighbouring terminals and streams do not correlate.
+fn mix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Seeds of terminal `index`: the engine's, and the one its fault streams derive from ([`Dice::new`]).
 pub(crate) fn seeds(seed: u64, index: usize) -> (u64, u64) {
-    // Splitmix-style spreading so neighbouring terminals and the two streams do not correlate.
-    let mix = |x: u64| {
-        let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    };
     let base = mix(seed ^ mix(index as u64));
     (base, mix(base))
 }
@@ -170,10 +270,18 @@ mod tests {
     }
 
     #[test]
+    fn a_patch_changes_only_the_fields_it_names() {
+        let before = Faults { noise: 0.1, delay_ms: 5, ..Faults::NONE };
+        let patch: FaultsPatch = serde_json::from_str(r#"{"duplicate":0.5}"#).unwrap_or_default();
+        assert_eq!(before.patched(&patch), Faults { duplicate: 0.5, ..before });
+        assert!(serde_json::from_str::<FaultsPatch>(r#"{"nosie":0.5}"#).is_err());
+    }
+
+    #[test]
     fn noise_holds_no_frame_or_control_byte() {
         let mut dice = Dice::new(7);
         for _ in 0..1000 {
-            let burst = dice.noise();
+            let burst = dice.noise(1.0).unwrap_or_default();
             assert!(!burst.is_empty() && burst.len() <= MAX_NOISE_BURST);
             assert!(burst.iter().all(|b| ![0x02, 0x03, 0x05, 0x06, 0x15].contains(b)));
         }
@@ -182,7 +290,34 @@ mod tests {
     #[test]
     fn rate_one_always_and_zero_never() {
         let mut dice = Dice::new(1);
-        assert!((0..100).all(|_| dice.roll(1.0)));
-        assert!((0..100).all(|_| !dice.roll(0.0)));
+        assert!((0..100).all(|_| dice.roll(FaultKind::Duplicate, 1.0)));
+        assert!((0..100).all(|_| !dice.roll(FaultKind::Duplicate, 0.0)));
+        assert!((0..100).all(|_| dice.noise(0.0).is_none()));
+    }
+
+    #[test]
+    fn each_kind_draws_once_per_occasion_from_its_own_stream() {
+        let decisions = |other_rate: f64| {
+            let mut dice = Dice::new(42);
+            (0..200)
+                .map(|_| {
+                    // Another kind drawn in between, at whatever rate, must not shift this one.
+                    dice.roll(FaultKind::Noise, other_rate);
+                    dice.roll(FaultKind::CorruptCheck, other_rate);
+                    dice.roll(FaultKind::Duplicate, 0.3)
+                })
+                .collect::<Vec<_>>()
+        };
+        let reference = decisions(0.0);
+        assert_eq!(decisions(1.0), reference);
+        assert_eq!(decisions(0.5), reference);
+        let hits = reference.iter().filter(|&&hit| hit).count();
+        assert!((30..=90).contains(&hits), "{hits} of 200 at 0.3");
+        // A zero rate still draws: the next decision is the same as after a drawn one.
+        let mut a = Dice::new(9);
+        let mut b = Dice::new(9);
+        a.roll(FaultKind::Duplicate, 0.0);
+        b.roll(FaultKind::Duplicate, 1.0);
+        assert_eq!(a.roll(FaultKind::Duplicate, 0.5), b.roll(FaultKind::Duplicate, 0.5));
     }
 }

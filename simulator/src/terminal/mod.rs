@@ -44,9 +44,9 @@ use zhengjiao_protocol::message::{MerchantId, ResponseCode, TerminalId};
 
 pub use connection::{MAX_QUEUED_RESPONSES, READ_CHUNK, WRITE_TIMEOUT};
 pub use counters::{LinkCounters, TerminalCounters};
-pub use faults::{FaultCounters, Faults, FaultsError};
+pub use faults::{FaultCounters, Faults, FaultsError, FaultsPatch, MAX_DELAY_MS};
 pub use runtime::SWALLOW_HOLD;
-pub use transport::ERROR_BACKOFF;
+pub use transport::{ERROR_BACKOFF, SERIAL_UNLOCK_INTERVAL};
 
 use engine::{Engine, EngineConfig};
 use runtime::{RuntimeConfig, Terminal};
@@ -54,6 +54,11 @@ use state::{StateError, TerminalState};
 
 /// The most terminals one simulator runs.
 pub const MAX_TERMINALS: usize = 1024;
+/// The longest SALE card wait (`--card-delay-ms`), in milliseconds (10 minutes).
+pub const MAX_CARD_DELAY_MS: u64 = 600_000;
+/// How long [`TerminalSimHandle::shutdown`] lets the control endpoint finish the requests it is
+/// serving before it cuts them.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// 商户号 of the simulated terminals unless configured.
 pub const DEFAULT_MERCHANT: &str = "898410153990001";
 /// 终端号 of the first simulated terminal unless configured; the others count up from it.
@@ -88,7 +93,9 @@ pub struct TerminalSimConfig {
     pub seed: u64,
     /// Drawn declines for sales that neither the amount nor the control queue decide.
     pub decline_rates: Vec<(ResponseCode, f64)>,
-    /// How long a SALE waits for the card to be presented before it is processed. Default 0.
+    /// How long a SALE waits for the card to be presented before it is processed, at most
+    /// [`MAX_CARD_DELAY_MS`]. Default 0. Changeable at run time
+    /// ([`TerminalSimHandle::set_card_delay`]).
     pub card_delay: Duration,
     /// Faults in force at start, on every terminal.
     pub faults: Faults,
@@ -160,6 +167,22 @@ pub enum StartError {
     /// A state file could not be read.
     #[error(transparent)]
     State(#[from] StateError),
+    /// The card wait is above [`MAX_CARD_DELAY_MS`].
+    #[error(transparent)]
+    CardDelay(#[from] CardDelayError),
+}
+
+/// A card wait above [`MAX_CARD_DELAY_MS`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("card delay of {} ms: at most {MAX_CARD_DELAY_MS}", .0.as_millis())]
+pub struct CardDelayError(pub Duration);
+
+/// Checks a card wait against [`MAX_CARD_DELAY_MS`].
+fn validate_card_delay(delay: Duration) -> Result<(), CardDelayError> {
+    if delay > Duration::from_millis(MAX_CARD_DELAY_MS) {
+        return Err(CardDelayError(delay));
+    }
+    Ok(())
 }
 
 /// A decline rate out of range.
@@ -221,6 +244,12 @@ pub enum ControlError {
     /// A decline rate is out of range.
     #[error(transparent)]
     DeclineRates(#[from] DeclineRatesError),
+    /// The card wait is out of range.
+    #[error(transparent)]
+    CardDelay(#[from] CardDelayError),
+    /// The command applies to serial terminals only.
+    #[error("terminal {0} is not on a pseudo-terminal")]
+    NotSerial(usize),
 }
 
 /// Starts simulated terminals; see [`TerminalSim::start`].
@@ -236,15 +265,17 @@ impl TerminalSim {
         }
         cfg.faults.validate()?;
         validate_decline_rates(&cfg.decline_rates)?;
+        validate_card_delay(cfg.card_delay)?;
         let cancel = CancellationToken::new();
         // Built as it goes: on an error, dropping it stops what already runs.
-        let mut handle = TerminalSimHandle { inner: Arc::new(SimInner::default()), tasks: Vec::new(), cancel };
+        let mut handle =
+            TerminalSimHandle { inner: Arc::new(SimInner::default()), tasks: Vec::new(), control: Vec::new(), cancel };
         let mut inner = SimInner::default();
         for index in 0..cfg.terminals {
             let terminal_id = derive_terminal_id(&cfg.terminal_id, index)?;
             let state_path = cfg.state.as_deref().map(|path| state_path(path, index));
             let state = match &state_path {
-                Some(path) => TerminalState::load(path)?.unwrap_or_else(TerminalState::new),
+                Some(path) => load_state(path.clone()).await?,
                 None => TerminalState::new(),
             };
             let (engine_seed, fault_seed) = faults::seeds(cfg.seed, index);
@@ -257,15 +288,10 @@ impl TerminalSim {
                 },
                 state,
             );
-            let runtime = RuntimeConfig {
-                index,
-                merchant: cfg.merchant,
-                terminal: terminal_id,
-                link: cfg.link,
-                card_delay: cfg.card_delay,
-                state_path,
-            };
-            let term = Arc::new(Terminal::new(runtime, engine, cfg.faults, fault_seed, handle.cancel.clone()));
+            let runtime =
+                RuntimeConfig { index, merchant: cfg.merchant, terminal: terminal_id, link: cfg.link, state_path };
+            let cancel = handle.cancel.clone();
+            let term = Arc::new(Terminal::new(runtime, engine, cfg.faults, fault_seed, cfg.card_delay, cancel));
             match cfg.transport {
                 Transport::Tcp(base) => {
                     let addr = tcp_addr(base, index)?;
@@ -292,6 +318,15 @@ impl TerminalSim {
         handle.inner = Arc::new(inner);
         Ok(handle)
     }
+}
+
+/// Reads a state file on a blocking thread; a fresh state when there is none.
+async fn load_state(path: PathBuf) -> Result<TerminalState, StartError> {
+    let shown = path.clone();
+    let loaded = tokio::task::spawn_blocking(move || TerminalState::load(&path)).await.map_err(|error| {
+        StartError::State(StateError::Read { path: shown, source: std::io::Error::other(error.to_string()) })
+    })?;
+    Ok(loaded?.unwrap_or_else(TerminalState::new))
 }
 
 /// The terminals shared with the control endpoint.
@@ -338,6 +373,17 @@ impl SimInner {
         Ok(())
     }
 
+    pub(crate) fn patch_faults(&self, index: usize, patch: &FaultsPatch) -> Result<Faults, ControlError> {
+        Ok(self.terminal(index)?.patch_faults(patch)?)
+    }
+
+    pub(crate) fn patch_all_faults(&self, patch: &FaultsPatch) -> Result<Vec<Faults>, ControlError> {
+        // Every field is checked on its own, so a patch valid over no faults is valid over any: check
+        // first, so a bad value changes no terminal.
+        Faults::NONE.patched(patch).validate()?;
+        self.terminals.iter().map(|t| Ok(t.patch_faults(patch)?)).collect()
+    }
+
     pub(crate) fn faults(&self, index: usize) -> Result<Faults, ControlError> {
         Ok(self.terminal(index)?.faults())
     }
@@ -353,6 +399,8 @@ impl SimInner {
 pub struct TerminalSimHandle {
     inner: Arc<SimInner>,
     tasks: Vec<JoinHandle<()>>,
+    /// Control endpoints, stopped within [`SHUTDOWN_GRACE`].
+    control: Vec<JoinHandle<()>>,
     cancel: CancellationToken,
 }
 
@@ -382,8 +430,8 @@ impl TerminalSimHandle {
         self.inner.terminal_id(index)
     }
 
-    /// Makes the next SALE on terminal `index` that the amount does not decide answer `code` (queued in
-    /// order).
+    /// Makes the next SALE on terminal `index` answer `code`, whatever its amount: the queue is consulted
+    /// before the amount table (codes queued in order, one per SALE).
     pub fn queue_outcome(&self, index: usize, code: ResponseCode) -> Result<(), ControlError> {
         self.inner.queue_outcome(index, code)
     }
@@ -396,6 +444,39 @@ impl TerminalSimHandle {
     /// Replaces the faults of every terminal.
     pub fn set_all_faults(&self, faults: Faults) -> Result<(), ControlError> {
         self.inner.set_all_faults(faults)
+    }
+
+    /// Changes the faults `patch` names on terminal `index`, leaving the others as they are; returns the
+    /// faults now in force. Nothing changes when a value is out of range.
+    pub fn patch_faults(&self, index: usize, patch: &FaultsPatch) -> Result<Faults, ControlError> {
+        self.inner.patch_faults(index, patch)
+    }
+
+    /// The same on every terminal; returns each terminal's faults now in force, in index order.
+    pub fn patch_all_faults(&self, patch: &FaultsPatch) -> Result<Vec<Faults>, ControlError> {
+        self.inner.patch_all_faults(patch)
+    }
+
+    /// Changes the SALE card wait of terminal `index` (at most [`MAX_CARD_DELAY_MS`]). A sale already
+    /// waiting follows the change: its wait, counted from its start, ends at once when the new delay
+    /// has passed (a cardholder presenting the card).
+    pub fn set_card_delay(&self, index: usize, delay: Duration) -> Result<(), ControlError> {
+        validate_card_delay(delay)?;
+        self.inner.terminal(index)?.set_card_delay(delay);
+        Ok(())
+    }
+
+    /// Waits until serial terminal `index` next clears exclusive mode on its device (every
+    /// [`SERIAL_UNLOCK_INTERVAL`] and after every restart of its link; see the README, Transports). For
+    /// tests and tools that must know an ECR that died holding the device can open it again.
+    pub async fn serial_unlocked(&self, index: usize) -> Result<(), ControlError> {
+        if self.inner.pty_paths.is_empty() {
+            return Err(ControlError::NotSerial(index));
+        }
+        let mut unlocks = self.inner.terminal(index)?.watch_serial_unlocks();
+        // The sender lives as long as the terminal, which `self` keeps.
+        let _ = unlocks.changed().await;
+        Ok(())
     }
 
     /// The faults of terminal `index`.
@@ -422,7 +503,7 @@ impl TerminalSimHandle {
         let bound = listener.local_addr()?;
         let router = control::router(Arc::clone(&self.inner));
         let cancel = self.cancel.clone();
-        self.tasks.push(tokio::spawn(async move {
+        self.control.push(tokio::spawn(async move {
             let served = axum::serve(listener, router).with_graceful_shutdown(cancel.cancelled_owned()).await;
             if let Err(error) = served {
                 tracing::error!(%error, "control endpoint failed");
@@ -433,8 +514,16 @@ impl TerminalSimHandle {
 
     /// Stops every terminal and waits until they have stopped: connections closed, and a request being
     /// processed either finished (stored and saved) or abandoned during its card wait or response delay.
+    /// The control endpoint finishes the requests it is serving within [`SHUTDOWN_GRACE`]; those still
+    /// running then are cut.
     pub async fn shutdown(mut self) {
         self.cancel.cancel();
+        for mut task in std::mem::take(&mut self.control) {
+            if tokio::time::timeout(SHUTDOWN_GRACE, &mut task).await.is_err() {
+                tracing::warn!("control endpoint: requests still in flight after the grace period; cutting them");
+                task.abort();
+            }
+        }
         for task in std::mem::take(&mut self.tasks) {
             if let Err(error) = task.await {
                 tracing::error!(%error, "simulator task failed");

@@ -359,8 +359,19 @@ impl TerminalState {
     /// Writes the state file atomically: a temporary file in the same directory, fsync, rename over
     /// `path`, fsync of the directory. On error the previous file is left as it was.
     pub fn save(&self, path: &Path) -> Result<(), StateError> {
+        let bytes = self.encode().map_err(|e| StateError::Write { path: path.to_owned(), source: e })?;
+        Self::write_encoded(path, &bytes)
+    }
+
+    /// The file's content for this state: the first half of [`save`](Self::save), for a caller that
+    /// must not hold its lock over the disk write.
+    pub fn encode(&self) -> io::Result<Vec<u8>> {
+        serde_json::to_vec(self).map_err(io::Error::other)
+    }
+
+    /// Writes what [`encode`](Self::encode) returned, as [`save`](Self::save) does.
+    pub fn write_encoded(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
         let write_err = |source| StateError::Write { path: path.to_owned(), source };
-        let bytes = serde_json::to_vec(self).map_err(|e| write_err(io::Error::other(e)))?;
         let name = path
             .file_name()
             .ok_or_else(|| write_err(io::Error::new(io::ErrorKind::InvalidInput, "the path names no file")))?;
@@ -372,7 +383,7 @@ impl TerminalState {
         let temp = dir.join(format!(".{}.{}.{n}.tmp", name.to_string_lossy(), std::process::id()));
         let result = (|| {
             let mut file = fs::OpenOptions::new().write(true).create_new(true).open(&temp)?;
-            file.write_all(&bytes)?;
+            file.write_all(bytes)?;
             file.sync_all()?;
             drop(file);
             fs::rename(&temp, path)?;

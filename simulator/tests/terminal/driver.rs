@@ -126,6 +126,17 @@ impl<M: Machine, S: AsyncRead + AsyncWrite + Unpin> Driver<M, S> {
         }
     }
 
+    /// Pumps until `done` holds for the machine, e.g. a counter reached a value.
+    pub(crate) async fn until(&mut self, what: &str, mut done: impl FnMut(&M) -> bool) {
+        tokio::time::timeout(LIMIT, async {
+            while !done(&self.m) {
+                self.pump().await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("never happened: {what}"));
+    }
+
     /// Pumps until the peer closes the stream.
     pub(crate) async fn until_closed(&mut self) {
         tokio::time::timeout(LIMIT, async {
