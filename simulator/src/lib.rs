@@ -8,5 +8,6 @@
 //! Both start in-process on port 0 (for tests and benches) and from the `zhengjiao-sim` binary; both
 //! expose a control surface (library handle and HTTP) to change faults and read counters at run time.
 
+pub mod common;
 pub mod ledger;
 pub mod terminal;

@@ -1,5 +1,6 @@
 //! `zhengjiao-sim ledger`.
 
+use crate::common::parse_rate;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -33,34 +34,26 @@ pub struct LedgerArgs {
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Chance of `503` with `Retry-After`.
-    #[arg(long, default_value_t = 0.0, value_parser = rate)]
+    #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
     unavailable_rate: f64,
     /// `Retry-After` seconds of those `503`s.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=i64::from(MAX_RETRY_AFTER_SECS)))]
     retry_after: u32,
     /// Chance of `500`.
-    #[arg(long, default_value_t = 0.0, value_parser = rate)]
+    #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
     error_rate: f64,
     /// Chance of a slow answer.
-    #[arg(long, default_value_t = 0.0, value_parser = rate)]
+    #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
     slow_rate: f64,
     /// Delay of a slow answer, in milliseconds.
     #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(0..=MAX_SLOW_MS))]
     slow_ms: u64,
     /// Chance, on POST /v1/entries, of committing and then closing the connection without an answer.
-    #[arg(long, default_value_t = 0.0, value_parser = rate)]
+    #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
     drop_rate: f64,
     /// Outage window from start, in seconds: every /v1 request is answered 503 until it ends.
     #[arg(long, value_parser = clap::value_parser!(u64).range(0..=MAX_OUTAGE_SECS))]
     down_for: Option<u64>,
-}
-
-/// A rate: a number in 0.0..=1.0.
-fn rate(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
-        _ => Err(format!("{s:?} is not a rate in 0.0..=1.0")),
-    }
 }
 
 /// A connection bound: a whole number, at least 1.

@@ -10,8 +10,7 @@ use std::fmt;
 use serde::ser::{Serialize, Serializer};
 use serde_json::{Map, Value};
 use time::format_description::well_known::Rfc3339;
-use time::macros::offset;
-use time::{Date, OffsetDateTime, UtcOffset};
+use time::{Date, OffsetDateTime};
 use zhengjiao_protocol::MaskedPan;
 
 /// The contract's ENTRY fields, in its order. A key outside this list refuses the entry.
@@ -60,8 +59,7 @@ const BATCH_TRACE_DIGITS: usize = 6;
 /// Longest unknown key echoed back in a reason.
 const MAX_ECHOED_KEY: usize = 64;
 
-/// The local time zone of the ledger's dates (UTC+8).
-pub(crate) const LOCAL_OFFSET: UtcOffset = offset!(+8);
+pub(crate) use crate::common::LOCAL_OFFSET;
 
 /// Why an entry was refused before it reached the store: the field at fault.
 #[derive(Debug, Clone, PartialEq, Eq)]

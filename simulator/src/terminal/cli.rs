@@ -4,6 +4,7 @@
 //! terminal listens on, or with `--pty` the device path the ECR opens; then `control http://ADDR` when
 //! `--control` is given. Logs go to standard error (`RUST_LOG`).
 
+use crate::common::parse_rate;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -162,13 +163,6 @@ async fn interrupted() -> std::io::Result<()> {
     #[cfg(not(unix))]
     {
         tokio::signal::ctrl_c().await
-    }
-}
-
-fn parse_rate(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(rate) if (0.0..=1.0).contains(&rate) => Ok(rate),
-        _ => Err(format!("{s:?} is not a rate from 0.0 to 1.0")),
     }
 }
 

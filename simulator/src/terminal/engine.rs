@@ -31,7 +31,7 @@
 use std::collections::VecDeque;
 
 use serde::Serialize;
-use time::{macros::offset, OffsetDateTime, UtcOffset};
+use time::OffsetDateTime;
 use zhengjiao_protocol::memo::{EcrReference, Memo, TAG_REFERENCE};
 use zhengjiao_protocol::message::{
     peek_token, Amount, Date, MaskedPan, MerchantId, MessageType, Request, RequestBody, Response, ResponseCode,
@@ -41,8 +41,7 @@ use zhengjiao_protocol::{Ascii, DecodeError, Digits, Field, Text};
 
 use super::state::{TerminalState, Transaction};
 
-/// The terminal's local offset (UTC+8).
-pub const LOCAL_OFFSET: UtcOffset = offset!(+8);
+pub use crate::common::LOCAL_OFFSET;
 /// The most outcomes [`Engine::queue_outcome`] holds.
 pub const MAX_QUEUED_OUTCOMES: usize = 1000;
 /// UnionPay BINs the simulated cards come from.
@@ -583,23 +582,7 @@ fn malformed_text(field: Field) -> String {
 pub fn malformed_response(data: &[u8], error: &DecodeError) -> Option<Response> {
     let token = peek_token(data)?;
     let kind = data.get(3..5).and_then(MessageType::from_code).unwrap_or(MessageType::Status);
-    Some(Response {
-        token,
-        kind,
-        code: ResponseCode::MALFORMED,
-        text: text(&malformed_text(error.field)),
-        card: None,
-        amount: Amount::ZERO,
-        trace: Digits::ZERO,
-        batch: Digits::ZERO,
-        date: Digits::ZERO,
-        time: Digits::ZERO,
-        rrn: Ascii::EMPTY,
-        auth: Ascii::EMPTY,
-        merchant: Ascii::EMPTY,
-        terminal: Ascii::EMPTY,
-        memo: Memo::new(),
-    })
+    Some(Response { text: text(&malformed_text(error.field)), ..Response::empty(token, kind, ResponseCode::MALFORMED) })
 }
 
 #[cfg(test)]
