@@ -1,0 +1,338 @@
+//! The journal (日记账): everything the daemon knows, durably: roster lines, collectors, terminals and
+//! their batches, payments with their append-only history, the ledger outbox and settlement results.
+//!
+//! Callers see the [`Store`] trait; [`SqliteStore`] implements it on one SQLite file (WAL,
+//! `synchronous=FULL`), and a PostgreSQL store can implement it later without touching callers.
+//!
+//! How the SQLite store writes (see [`SqliteStore`] for the details):
+//! - **one writer** thread owns the write connection; every write is a request on a bounded queue;
+//! - **group commit**: the writer takes every request waiting (up to [`JournalOptions::max_batch`]),
+//!   runs each in its own SAVEPOINT inside one transaction, commits once (one fsync), and only then
+//!   answers each request. A write that is refused (a conflict, a state the payment cannot move to) is
+//!   rolled back to its savepoint without touching the others;
+//! - **stop on I/O failure**: after an I/O-class error (I/O error, full disk, corruption) the store
+//!   answers [`StorageError::Failed`] to the writes of that batch and refuses all later work,
+//!   reads included, with [`StorageError::Stopped`] until it is reopened; what a reopened journal
+//!   reads back is the truth.
+//!
+//! Every answered write is committed: a caller may act on it (send a request to a terminal, tell the
+//! operator) as soon as its future resolves.
+//!
+//! Decisions:
+//! - **Imports are all-or-nothing, conflicts included.** Any conflict left (different content without
+//!   `update`, a paid line, a payment under way, one key twice with different content) refuses the
+//!   whole import with every conflict listed; the caller exits non-zero. Rows are compared field by
+//!   field; the stored `content_hash` is a fingerprint for people and tools, not the judge.
+//! - **A line is paid by at most one payment** (`roster_lines.paid_by`, unique), and at most one
+//!   payment per line is under way (`created`/`sent`/`unknown`, a partial unique index): a second
+//!   payment for a line is refused until the first one's outcome is known.
+//! - **`approved` binds and queues for the ledger in one transaction.** If the line was paid meanwhile
+//!   or the terminal approved another amount, the approval is recorded but not bound, nothing goes to
+//!   the ledger, and [`Effect`] tells the caller to void it.
+//! - **Ledger entry ids** are the ECR reference (payment) and `<reference>-reversal` (its void or
+//!   refund), fixed when the outbox row is written. The entry's `collection_point` is the terminal's.
+//!   A void before the payment entry was forwarded still sends both, in order.
+//! - **Times** are the business clock's, stored as RFC 3339 at +08:00 with microseconds.
+
+mod error;
+mod payment;
+mod schema;
+mod sqlite;
+mod writer;
+
+use std::fmt;
+use std::future::Future;
+
+use crate::domain::{
+    CollectionPointCode, CollectionSerial, Fen, Hardship, IdNumber, Insurance, PersonName, StaffNumber,
+};
+use zhengjiao_protocol::EcrReference;
+
+pub use error::{
+    CreatePaymentError, ForwardError, ImportError, OpenError, ReadError, RegisterTerminalError, StorageError,
+    TransitionError,
+};
+pub use payment::{
+    Effect, EntryKind, NewPayment, OutboxEntry, Payment, PaymentState, PaymentStateError, Terminal, TerminalSaid,
+    TransitionOutcome, TransitionRecord,
+};
+pub use sqlite::{JournalOptions, JournalSettings, SqliteStore};
+pub use writer::{StoreMetrics, BATCH_SIZE_BOUNDS};
+
+/// The key of a contribution line: 征集流水号, 险种 and 年度 (roster-format.md: a serial is unique
+/// within a year and insurance).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct LineKey {
+    /// 征集流水号.
+    pub serial: CollectionSerial,
+    /// 险种.
+    pub insurance: Insurance,
+    /// 年度.
+    pub year: i32,
+}
+
+impl fmt::Display for LineKey {
+    /// `2020/medical/ZJ-000123`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}/{}", self.year, self.insurance.code(), self.serial)
+    }
+}
+
+/// One row of the roster (参保底册 / 征缴计划清单, roster-format.md), validated by the importer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RosterLine {
+    /// 征集流水号.
+    pub serial: CollectionSerial,
+    /// 险种.
+    pub insurance: Insurance,
+    /// 身份证号.
+    pub id_number: IdNumber,
+    /// 姓名.
+    pub name: PersonName,
+    /// 年度.
+    pub year: i32,
+    /// 应缴金额, the personal share after any subsidy (required for medical, absent for pension, whose
+    /// payer picks a tier).
+    pub amount_due: Option<Fen>,
+    /// 困难类别.
+    pub hardship: Hardship,
+    /// 征缴网点: the collection point's code.
+    pub collection_point: CollectionPointCode,
+    /// 街道; blank is stored as absent.
+    pub street: Option<String>,
+    /// 社区村; blank is stored as absent.
+    pub community: Option<String>,
+}
+
+impl RosterLine {
+    /// The line's key.
+    pub fn key(&self) -> LineKey {
+        LineKey { serial: self.serial.clone(), insurance: self.insurance, year: self.year }
+    }
+}
+
+/// A roster line as the journal holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredLine {
+    /// The line.
+    pub line: RosterLine,
+    /// The approved (or forwarded) payment that paid it, if any.
+    pub paid_by: Option<EcrReference>,
+    /// Fingerprint of the line's content (`fnv1a64:` and 16 hex digits); equal content, equal hash.
+    pub content_hash: String,
+    /// When it was first imported (RFC 3339, +08:00).
+    pub imported_at: String,
+    /// When an import last changed it.
+    pub updated_at: Option<String>,
+}
+
+/// One row of the collector register (集中征缴工作人员登记表, roster-format.md). Its key is
+/// (`collection_point`, `staff_no`): the operator number a collector types on that point's terminals.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Collector {
+    /// 序号, the row number on the form (kept, but not part of the content compared on re-import).
+    pub no: Option<u32>,
+    /// 代征点名称.
+    pub collection_point_name: String,
+    /// 代征点编码.
+    pub collection_point: CollectionPointCode,
+    /// 代征人员姓名.
+    pub name: PersonName,
+    /// 工号.
+    pub staff_no: StaffNumber,
+    /// 身份证号.
+    pub id_number: IdNumber,
+    /// 开户行名称.
+    pub bank_name: String,
+    /// 开户行.
+    pub bank_branch: String,
+    /// 银行账号.
+    pub bank_account: String,
+    /// 联系电话.
+    pub phone: String,
+}
+
+/// What an import applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ImportOutcome {
+    /// Rows new to the journal, inserted.
+    pub inserted: usize,
+    /// Rows identical to what the journal holds (or repeating an earlier identical row of the same
+    /// import): nothing done.
+    pub unchanged: usize,
+    /// Rows that replaced different content under the same key (only with `update`).
+    pub updated: usize,
+}
+
+/// A row an import could not apply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportConflict {
+    /// The row's index in the rows given to the import (0-based; the importer maps it to a file row).
+    pub row: usize,
+    /// The row's key: `year/insurance/serial` for a roster line, `collection_point/staff_no` for a
+    /// collector.
+    pub key: String,
+    /// What is wrong.
+    pub kind: ConflictKind,
+}
+
+/// Why a row conflicts. `fields` name the fields that differ, with the roster format's English header
+/// names (`name`, `amount_due`, ...).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConflictKind {
+    /// The key exists with different content, and no update was asked for.
+    Differs {
+        /// The fields that differ.
+        fields: Vec<&'static str>,
+    },
+    /// Update asked for, but the line is paid: a paid line never changes.
+    Paid {
+        /// The fields that differ.
+        fields: Vec<&'static str>,
+        /// The payment bound to the line.
+        by: String,
+    },
+    /// Update asked for, but a payment for the line is under way (created, sent or unknown), priced from
+    /// the current content.
+    PaymentUnderWay {
+        /// The fields that differ.
+        fields: Vec<&'static str>,
+        /// The payment under way.
+        payment: String,
+    },
+    /// The same key appears on an earlier row of the same import with different content.
+    DuplicateInImport {
+        /// The earlier row's index.
+        first_row: usize,
+        /// The fields that differ.
+        fields: Vec<&'static str>,
+    },
+}
+
+impl fmt::Display for ImportConflict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "row {} ({}): ", self.row, self.key)?;
+        match &self.kind {
+            ConflictKind::Differs { fields } => {
+                write!(f, "exists with different {}; not applied (update would apply it)", fields.join(", "))
+            }
+            ConflictKind::Paid { fields, by } => {
+                write!(f, "exists with different {}; not applied: the line is paid (payment {by})", fields.join(", "))
+            }
+            ConflictKind::PaymentUnderWay { fields, payment } => write!(
+                f,
+                "exists with different {}; not applied: payment {payment} for the line is under way",
+                fields.join(", ")
+            ),
+            ConflictKind::DuplicateInImport { first_row, fields } => {
+                write!(f, "repeats row {first_row} with different {}", fields.join(", "))
+            }
+        }
+    }
+}
+
+/// The journal's operations, whatever stores it.
+///
+/// Every write is all-or-nothing and is committed when its future resolves `Ok`. Every method returns a
+/// `Send` future, so callers may spawn them; implementations are cheap to share (`Clone`, `Arc` inside).
+pub trait Store: Send + Sync {
+    /// Imports roster lines, all or nothing, in one transaction.
+    ///
+    /// A row identical to the stored line with its key is counted unchanged. A row whose key exists with
+    /// different content is a conflict; with `update`, it is applied instead (counted updated) when the
+    /// line is unpaid and no payment for it is under way. Two rows of the same import with one key and
+    /// different content conflict. If any conflict remains, nothing at all is applied and
+    /// [`ImportError::Conflicts`] lists every one.
+    fn import_roster(
+        &self,
+        lines: Vec<RosterLine>,
+        update: bool,
+    ) -> impl Future<Output = Result<ImportOutcome, ImportError>> + Send;
+
+    /// Imports the collector register, all or nothing, with the rules of
+    /// [`import_roster`](Self::import_roster); with `update`, a changed collector is always applied.
+    fn import_collectors(
+        &self,
+        collectors: Vec<Collector>,
+        update: bool,
+    ) -> impl Future<Output = Result<ImportOutcome, ImportError>> + Send;
+
+    /// The number of roster lines held.
+    fn count_roster_lines(&self) -> impl Future<Output = Result<u64, ReadError>> + Send;
+
+    /// The line with this key.
+    fn roster_line(
+        &self,
+        serial: &CollectionSerial,
+        insurance: Insurance,
+        year: i32,
+    ) -> impl Future<Output = Result<Option<StoredLine>, ReadError>> + Send;
+
+    /// Every line of this payer, by year, insurance and serial.
+    fn lines_by_id_number(
+        &self,
+        id_number: &IdNumber,
+    ) -> impl Future<Output = Result<Vec<StoredLine>, ReadError>> + Send;
+
+    /// Every collector, by collection point and staff number.
+    fn collectors(&self) -> impl Future<Output = Result<Vec<Collector>, ReadError>> + Send;
+
+    /// Registers a terminal, or updates its point, merchant id and link.
+    fn register_terminal(&self, terminal: Terminal) -> impl Future<Output = Result<(), RegisterTerminalError>> + Send;
+
+    /// Records a payment as `created`, before any byte of it goes to the terminal. Refused when the line
+    /// is paid or another payment for it is under way, so a line is never charged twice.
+    fn record_payment_created(
+        &self,
+        payment: NewPayment,
+    ) -> impl Future<Output = Result<Payment, CreatePaymentError>> + Send;
+
+    /// Moves a payment to `to`, appending what the terminal said to its history. For `approved`, in the
+    /// same transaction: the line is bound to the payment and the ledger entry is put in the outbox
+    /// (unless the line was paid meanwhile or the amount differs: see [`Effect`]). For `voided` and
+    /// `refunded`: the line is released and a reversal entry is put in the outbox.
+    fn transition(
+        &self,
+        payment_id: &EcrReference,
+        to: PaymentState,
+        said: TerminalSaid,
+    ) -> impl Future<Output = Result<TransitionOutcome, TransitionError>> + Send;
+
+    /// Records that the ledger holds an outbox entry under `tax_voucher_no` (answer `created` or
+    /// `exists`); a payment entry's payment moves `approved -> forwarded` in the same transaction.
+    /// Recording the same voucher again is a no-op.
+    fn mark_forwarded(
+        &self,
+        entry_id: &str,
+        tax_voucher_no: &str,
+    ) -> impl Future<Output = Result<(), ForwardError>> + Send;
+
+    /// Records a failed send of an outbox entry: `rejected` (the ledger refused it for good: the entry is
+    /// dead-lettered and never retried) or not (retried later).
+    fn mark_forward_failed(
+        &self,
+        entry_id: &str,
+        error: &str,
+        rejected: bool,
+    ) -> impl Future<Output = Result<(), ForwardError>> + Send;
+
+    /// The payment with this ECR reference.
+    fn payment(&self, id: &EcrReference) -> impl Future<Output = Result<Option<Payment>, ReadError>> + Send;
+
+    /// A payment's history, oldest first.
+    fn payment_history(
+        &self,
+        id: &EcrReference,
+    ) -> impl Future<Output = Result<Vec<TransitionRecord>, ReadError>> + Send;
+
+    /// Every payment in one of these states (e.g. `created`, `sent`, `unknown` at start-up), oldest first.
+    fn payments_in(&self, states: &[PaymentState]) -> impl Future<Output = Result<Vec<Payment>, ReadError>> + Send;
+
+    /// Up to `limit` outbox entries still to send (neither forwarded nor dead-lettered), in the order
+    /// written.
+    fn pending_outbox(&self, limit: usize) -> impl Future<Output = Result<Vec<OutboxEntry>, ReadError>> + Send;
+
+    /// Counters of the writer (batches, writes, commit time).
+    fn metrics(&self) -> StoreMetrics;
+}

@@ -1,0 +1,362 @@
+//! [`SqliteStore`]: the journal on one SQLite file.
+
+mod codec;
+mod open;
+mod payment;
+mod roster;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rusqlite::Connection;
+use tokio::sync::Semaphore;
+use zhengjiao_protocol::EcrReference;
+
+use super::error::{
+    CreatePaymentError, ForwardError, ImportError, OpenError, ReadError, RegisterTerminalError, StorageError,
+    TransitionError,
+};
+use super::writer::{is_io_failure, Refusal, Shared, StoreMetrics, Writer, WriterConfig};
+use super::{
+    Collector, ImportOutcome, NewPayment, OutboxEntry, Payment, PaymentState, RosterLine, Store, StoredLine, Terminal,
+    TerminalSaid, TransitionOutcome, TransitionRecord,
+};
+use crate::clock::Clock;
+use crate::domain::{CollectionSerial, IdNumber, Insurance};
+
+pub(crate) use codec::stamp;
+
+/// How a journal is opened.
+#[derive(Debug, Clone)]
+pub struct JournalOptions {
+    /// Most writes committed in one transaction (group commit).
+    pub max_batch: usize,
+    /// Most writes waiting for the writer; submitters wait (asynchronously) beyond it.
+    pub queue: usize,
+    /// How long a statement waits for another process's lock before giving up.
+    pub busy_timeout: Duration,
+    /// Most reader connections in use at once (each read takes one; more readers wait).
+    pub readers: usize,
+    /// Run `PRAGMA quick_check` on an existing journal at open (reads the whole file once).
+    pub check_on_open: bool,
+    /// A cap on the file's size in pages (SQLite's `max_page_count`); reaching it fails the batch as a
+    /// full disk would, and the store stops. `None` (the default): the disk is the limit.
+    pub max_pages: Option<u32>,
+    /// The business clock the journal stamps its rows with (real time in production).
+    pub clock: Clock,
+}
+
+impl JournalOptions {
+    /// Default [`max_batch`](Self::max_batch).
+    pub const MAX_BATCH: usize = 256;
+    /// Default [`queue`](Self::queue).
+    pub const QUEUE: usize = 4096;
+    /// Default [`busy_timeout`](Self::busy_timeout).
+    pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+    /// Default [`readers`](Self::readers).
+    pub const READERS: usize = 4;
+}
+
+impl Default for JournalOptions {
+    fn default() -> Self {
+        JournalOptions {
+            max_batch: Self::MAX_BATCH,
+            queue: Self::QUEUE,
+            busy_timeout: Self::BUSY_TIMEOUT,
+            readers: Self::READERS,
+            check_on_open: true,
+            max_pages: None,
+            clock: Clock::real(),
+        }
+    }
+}
+
+/// The settings of the writer connection, as SQLite reports them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalSettings {
+    /// `PRAGMA journal_mode`: `wal`.
+    pub journal_mode: String,
+    /// `PRAGMA synchronous`: 2 is FULL.
+    pub synchronous: i64,
+    /// `PRAGMA foreign_keys`.
+    pub foreign_keys: bool,
+    /// `PRAGMA busy_timeout`, in milliseconds.
+    pub busy_timeout_ms: i64,
+    /// `PRAGMA user_version`: the schema version.
+    pub schema_version: i64,
+    /// `PRAGMA application_id`.
+    pub application_id: i32,
+}
+
+/// The journal on one SQLite file: one writer thread with group commit, a few reader connections.
+///
+/// Cheap to clone; every clone is the same store. The writer thread ends when the last clone is dropped
+/// or [`close`](Self::close) is called.
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    writer: Writer,
+    shared: Arc<Shared>,
+    readers: Readers,
+}
+
+/// Reader connections: opened on demand, kept for reuse, at most `permits` in use.
+struct Readers {
+    idle: Mutex<Vec<Connection>>,
+    permits: Arc<Semaphore>,
+}
+
+impl fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteStore").field("path", &self.inner.shared.path).finish_non_exhaustive()
+    }
+}
+
+/// Why a read closure failed.
+enum ReadFail {
+    Sql(rusqlite::Error),
+    Storage(StorageError),
+}
+
+impl From<rusqlite::Error> for ReadFail {
+    fn from(e: rusqlite::Error) -> Self {
+        ReadFail::Sql(e)
+    }
+}
+
+impl ReadFail {
+    /// A read inside a write: an SQLite error stays one (the writer classifies it), a bad row refuses
+    /// the write.
+    fn into_refusal<E: From<StorageError>>(self) -> Refusal<E> {
+        match self {
+            ReadFail::Sql(e) => Refusal::Sql(e),
+            ReadFail::Storage(e) => Refusal::Refused(E::from(e)),
+        }
+    }
+}
+
+impl From<StorageError> for ReadFail {
+    fn from(e: StorageError) -> Self {
+        ReadFail::Storage(e)
+    }
+}
+
+impl SqliteStore {
+    /// Opens the journal at `path`, creating it (mode 0600) if it does not exist: sets WAL,
+    /// `synchronous=FULL` and foreign keys, checks the file is a journal (and, with
+    /// [`check_on_open`](JournalOptions::check_on_open), sound), applies the schema migrations, and
+    /// starts the writer. The directory must exist.
+    pub async fn open(path: impl AsRef<Path>, options: JournalOptions) -> Result<SqliteStore, OpenError> {
+        let path = path.as_ref().to_owned();
+        let blocking_path = path.clone();
+        tokio::task::spawn_blocking(move || SqliteStore::open_blocking(blocking_path, options))
+            .await
+            .map_err(|e| OpenError::Thread { path, source: std::io::Error::other(e.to_string()) })?
+    }
+
+    fn open_blocking(path: PathBuf, options: JournalOptions) -> Result<SqliteStore, OpenError> {
+        let setup = open::WriterSetup {
+            busy_timeout: options.busy_timeout,
+            check_on_open: options.check_on_open,
+            max_pages: options.max_pages,
+        };
+        let conn = open::open_writer(&path, &setup)?;
+        let shared = Arc::new(Shared::new(path.clone(), options.busy_timeout));
+        let config = WriterConfig { max_batch: options.max_batch, queue: options.queue, clock: options.clock };
+        let writer = Writer::start(conn, Arc::clone(&shared), config)
+            .map_err(|source| OpenError::Thread { path: path.clone(), source })?;
+        let readers =
+            Readers { idle: Mutex::new(Vec::new()), permits: Arc::new(Semaphore::new(options.readers.max(1))) };
+        tracing::info!(path = %path.display(), "journal open");
+        Ok(SqliteStore { inner: Arc::new(Inner { writer, shared, readers }) })
+    }
+
+    /// The journal file.
+    pub fn path(&self) -> &Path {
+        &self.inner.shared.path
+    }
+
+    /// Finishes the writes already queued and closes the writer connection (every clone of this store
+    /// answers [`StorageError::Closed`] afterwards).
+    pub async fn close(&self) {
+        self.inner.writer.close().await;
+        if let Ok(mut idle) = self.inner.readers.idle.lock() {
+            idle.clear();
+        }
+    }
+
+    /// The writer connection's settings, read with PRAGMA queries on that connection.
+    pub async fn settings(&self) -> Result<JournalSettings, ReadError> {
+        self.inner
+            .writer
+            .submit(|ctx| -> Result<JournalSettings, Refusal<ReadError>> {
+                let conn = ctx.conn;
+                let int = |pragma: &str| conn.query_row(&format!("PRAGMA {pragma}"), [], |r| r.get::<_, i64>(0));
+                Ok(JournalSettings {
+                    journal_mode: conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))?,
+                    synchronous: int("synchronous")?,
+                    foreign_keys: int("foreign_keys")? == 1,
+                    busy_timeout_ms: int("busy_timeout")?,
+                    schema_version: int("user_version")?,
+                    application_id: conn.query_row("PRAGMA application_id", [], |r| r.get(0))?,
+                })
+            })
+            .await
+    }
+
+    /// Runs a read on a reader connection, off the async threads.
+    async fn read<T, F>(&self, f: F) -> Result<T, ReadError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection, &Shared) -> Result<T, ReadFail> + Send + 'static,
+    {
+        let shared = &self.inner.shared;
+        shared.check()?;
+        let permit = Arc::clone(&self.inner.readers.permits)
+            .acquire_owned()
+            .await
+            .map_err(|_| StorageError::Closed { path: shared.path.clone() })?;
+        let inner = Arc::clone(&self.inner);
+        let joined = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            inner.run_read(f)
+        })
+        .await;
+        match joined {
+            Ok(result) => result.map_err(ReadError::from),
+            Err(e) => Err(ReadError::from(StorageError::Sql {
+                path: shared.path.clone(),
+                what: format!("reader task failed: {e}"),
+            })),
+        }
+    }
+}
+
+impl Inner {
+    fn run_read<T>(&self, f: impl FnOnce(&Connection, &Shared) -> Result<T, ReadFail>) -> Result<T, StorageError> {
+        let shared = &self.shared;
+        shared.check()?;
+        let idle = self.readers.idle.lock().ok().and_then(|mut idle| idle.pop());
+        let conn = match idle {
+            Some(conn) => conn,
+            None => open::open_reader(&shared.path, shared.busy_timeout).map_err(|e| self.read_failure(&e))?,
+        };
+        match f(&conn, shared) {
+            Ok(value) => {
+                if !shared.has_failed() {
+                    if let Ok(mut idle) = self.readers.idle.lock() {
+                        idle.push(conn);
+                    }
+                }
+                Ok(value)
+            }
+            Err(ReadFail::Storage(e)) => Err(e),
+            Err(ReadFail::Sql(e)) => Err(self.read_failure(&e)),
+        }
+    }
+
+    /// An I/O-class error on a read stops the store like one on a write.
+    fn read_failure(&self, e: &rusqlite::Error) -> StorageError {
+        if is_io_failure(e) {
+            if let Ok(mut idle) = self.readers.idle.lock() {
+                idle.clear();
+            }
+            self.shared.fail(e.to_string())
+        } else {
+            self.shared.storage_error(e)
+        }
+    }
+}
+
+impl Store for SqliteStore {
+    async fn import_roster(&self, lines: Vec<RosterLine>, update: bool) -> Result<ImportOutcome, ImportError> {
+        self.inner.writer.submit(move |ctx| roster::import_roster(ctx, &lines, update)).await
+    }
+
+    async fn import_collectors(&self, collectors: Vec<Collector>, update: bool) -> Result<ImportOutcome, ImportError> {
+        self.inner.writer.submit(move |ctx| roster::import_collectors(ctx, &collectors, update)).await
+    }
+
+    async fn count_roster_lines(&self) -> Result<u64, ReadError> {
+        self.read(|conn, _| {
+            let n: i64 = conn.query_row("SELECT count(*) FROM roster_lines", [], |r| r.get(0))?;
+            Ok(u64::try_from(n).unwrap_or_default())
+        })
+        .await
+    }
+
+    async fn roster_line(
+        &self,
+        serial: &CollectionSerial,
+        insurance: Insurance,
+        year: i32,
+    ) -> Result<Option<StoredLine>, ReadError> {
+        let serial = serial.clone();
+        self.read(move |conn, shared| roster::line_by_key(conn, shared, &serial, insurance, year)).await
+    }
+
+    async fn lines_by_id_number(&self, id_number: &IdNumber) -> Result<Vec<StoredLine>, ReadError> {
+        let id = id_number.as_str().to_owned();
+        self.read(move |conn, shared| roster::lines_by_id_number(conn, shared, &id)).await
+    }
+
+    async fn collectors(&self) -> Result<Vec<Collector>, ReadError> {
+        self.read(roster::collectors).await
+    }
+
+    async fn register_terminal(&self, terminal: Terminal) -> Result<(), RegisterTerminalError> {
+        self.inner.writer.submit(move |ctx| payment::register_terminal(ctx, &terminal)).await
+    }
+
+    async fn record_payment_created(&self, new: NewPayment) -> Result<Payment, CreatePaymentError> {
+        self.inner.writer.submit(move |ctx| payment::record_created(ctx, &new)).await
+    }
+
+    async fn transition(
+        &self,
+        payment_id: &EcrReference,
+        to: PaymentState,
+        said: TerminalSaid,
+    ) -> Result<TransitionOutcome, TransitionError> {
+        let id = *payment_id;
+        self.inner.writer.submit(move |ctx| payment::transition(ctx, &id, to, &said)).await
+    }
+
+    async fn mark_forwarded(&self, entry_id: &str, tax_voucher_no: &str) -> Result<(), ForwardError> {
+        let (entry, voucher) = (entry_id.to_owned(), tax_voucher_no.to_owned());
+        self.inner.writer.submit(move |ctx| payment::mark_forwarded(ctx, &entry, &voucher)).await
+    }
+
+    async fn mark_forward_failed(&self, entry_id: &str, error: &str, rejected: bool) -> Result<(), ForwardError> {
+        let (entry, error) = (entry_id.to_owned(), error.to_owned());
+        self.inner.writer.submit(move |ctx| payment::mark_forward_failed(ctx, &entry, &error, rejected)).await
+    }
+
+    async fn payment(&self, id: &EcrReference) -> Result<Option<Payment>, ReadError> {
+        let id = *id;
+        self.read(move |conn, shared| payment::payment(conn, shared, id.as_str())).await
+    }
+
+    async fn payment_history(&self, id: &EcrReference) -> Result<Vec<TransitionRecord>, ReadError> {
+        let id = *id;
+        self.read(move |conn, shared| payment::history(conn, shared, id.as_str())).await
+    }
+
+    async fn payments_in(&self, states: &[PaymentState]) -> Result<Vec<Payment>, ReadError> {
+        let states = states.to_vec();
+        self.read(move |conn, shared| payment::payments_in(conn, shared, &states)).await
+    }
+
+    async fn pending_outbox(&self, limit: usize) -> Result<Vec<OutboxEntry>, ReadError> {
+        self.read(move |conn, shared| payment::pending_outbox(conn, shared, limit)).await
+    }
+
+    fn metrics(&self) -> StoreMetrics {
+        self.inner.shared.metrics()
+    }
+}

@@ -1,0 +1,544 @@
+//! Terminals, payments, their history and the ledger outbox: the writes and the reads.
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use serde_json::{json, Value};
+use zhengjiao_protocol::message::{AuthCode, Batch, Rrn, TerminalId, Till, Trace};
+use zhengjiao_protocol::{EcrReference, MaskedPan, ResponseCode};
+
+use super::super::error::{CreatePaymentError, ForwardError, RegisterTerminalError, StorageError, TransitionError};
+use super::super::payment::{
+    Effect, EntryKind, NewPayment, OutboxEntry, Payment, PaymentState, Terminal, TerminalSaid, TransitionOutcome,
+    TransitionRecord,
+};
+use super::super::writer::{Ctx, Refusal, Shared};
+use super::super::LineKey;
+use super::codec::{parse, stamp_seconds};
+use super::ReadFail;
+use crate::domain::{CollectionSerial, Fen, Insurance, StaffNumber};
+
+/// The states in which a payment is under way, as an SQL list.
+const UNDER_WAY: &str = "('created', 'sent', 'unknown')";
+
+/// Registers or updates a terminal.
+pub(super) fn register_terminal(ctx: &Ctx<'_>, t: &Terminal) -> Result<(), Refusal<RegisterTerminalError>> {
+    ctx.conn
+        .prepare_cached(
+            "INSERT INTO terminals (id, collection_point, merchant_id, link, registered_at)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (id) DO UPDATE SET collection_point = excluded.collection_point,
+                 merchant_id = excluded.merchant_id, link = excluded.link, updated_at = excluded.registered_at
+             WHERE collection_point IS NOT excluded.collection_point OR merchant_id IS NOT excluded.merchant_id
+                OR link IS NOT excluded.link",
+        )?
+        .execute(params![t.id.as_str(), t.collection_point.as_str(), t.merchant_id, t.link, ctx.now()])?;
+    Ok(())
+}
+
+/// Records a new payment as `created`.
+pub(super) fn record_created(ctx: &Ctx<'_>, p: &NewPayment) -> Result<Payment, Refusal<CreatePaymentError>> {
+    let conn = ctx.conn;
+    let id = p.id.as_str();
+    let key = p.line.to_string();
+    let refuse = |e| Err(Refusal::Refused(e));
+    if id.is_empty() {
+        return refuse(CreatePaymentError::EmptyId);
+    }
+    if !p.amount.is_positive() {
+        return refuse(CreatePaymentError::BadAmount { id: id.to_owned() });
+    }
+    if conn.prepare_cached("SELECT 1 FROM payments WHERE id = ?1")?.exists([id])? {
+        return refuse(CreatePaymentError::DuplicateId { id: id.to_owned() });
+    }
+    let line = conn
+        .prepare_cached("SELECT id, paid_by FROM roster_lines WHERE serial = ?1 AND insurance = ?2 AND year = ?3")?
+        .query_row(params![p.line.serial.as_str(), p.line.insurance.code(), p.line.year], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, Option<String>>(1)?))
+        })
+        .optional()?;
+    let line_id = match line {
+        None => return refuse(CreatePaymentError::UnknownLine { key }),
+        Some((_, Some(by))) => return refuse(CreatePaymentError::LinePaid { key, by }),
+        Some((line_id, None)) => line_id,
+    };
+    if !conn.prepare_cached("SELECT 1 FROM terminals WHERE id = ?1")?.exists([p.terminal.as_str()])? {
+        return refuse(CreatePaymentError::UnknownTerminal { terminal: p.terminal.as_str().to_owned() });
+    }
+    let other = conn
+        .prepare_cached(&format!("SELECT id, state FROM payments WHERE line_id = ?1 AND state IN {UNDER_WAY}"))?
+        .query_row([line_id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+        .optional()?;
+    if let Some((other, state)) = other {
+        let state = PaymentState::parse(&state).unwrap_or(PaymentState::Unknown);
+        return refuse(CreatePaymentError::PaymentUnderWay { key, other, state });
+    }
+    let now = ctx.now();
+    conn.prepare_cached(
+        "INSERT INTO payments (id, line_id, amount_fen, terminal_id, till, operator, state, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'created', ?7, ?7)",
+    )?
+    .execute(params![
+        id,
+        line_id,
+        p.amount.as_fen(),
+        p.terminal.as_str(),
+        p.till.as_str(),
+        p.operator.as_str(),
+        now
+    ])?;
+    insert_transition(conn, id, &now, None, PaymentState::Created, &TerminalSaid::default())?;
+    Ok(Payment {
+        id: p.id,
+        line: p.line.clone(),
+        amount: p.amount,
+        terminal: p.terminal,
+        till: p.till,
+        operator: p.operator.clone(),
+        state: PaymentState::Created,
+        created_at: now.clone(),
+        updated_at: now,
+        pos: TerminalSaid::default(),
+    })
+}
+
+/// Appends one step to a payment's history.
+fn insert_transition(
+    conn: &Connection,
+    id: &str,
+    at: &str,
+    from: Option<PaymentState>,
+    to: PaymentState,
+    said: &TerminalSaid,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO payment_transitions (payment_id, at, from_state, to_state, response_code, response_text, trace,
+                                          batch_no, rrn, auth_code, card_masked, amount_fen, note)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+    )?
+    .execute(params![
+        id,
+        at,
+        from.map(PaymentState::as_str),
+        to.as_str(),
+        said.code.as_ref().map(ResponseCode::as_str),
+        said.text,
+        said.trace.as_ref().map(Trace::as_str),
+        said.batch.as_ref().map(Batch::as_str),
+        said.rrn.as_ref().map(Rrn::as_str),
+        said.auth.as_ref().map(AuthCode::as_str),
+        said.card.as_ref().map(MaskedPan::as_str),
+        said.amount.map(Fen::as_fen),
+        said.note,
+    ])?;
+    Ok(())
+}
+
+/// Records a transition and its effects.
+pub(super) fn transition(
+    ctx: &Ctx<'_>,
+    id: &EcrReference,
+    to: PaymentState,
+    said: &TerminalSaid,
+) -> Result<TransitionOutcome, Refusal<TransitionError>> {
+    let conn = ctx.conn;
+    let pid = id.as_str();
+    let refuse = |e| Err(Refusal::Refused(e));
+    let Some(current) = payment(conn, ctx.shared, pid).map_err(ReadFail::into_refusal)? else {
+        return refuse(TransitionError::UnknownPayment { id: pid.to_owned() });
+    };
+    let from = current.state;
+    if to == PaymentState::Forwarded {
+        return refuse(TransitionError::ForwardedByLedger { id: pid.to_owned() });
+    }
+    if !from.can_move_to(to) {
+        return refuse(TransitionError::NotAllowed { id: pid.to_owned(), from, to });
+    }
+    let now = ctx.now();
+    conn.prepare_cached("UPDATE payments SET state = ?2, updated_at = ?3 WHERE id = ?1")?.execute(params![
+        pid,
+        to.as_str(),
+        now
+    ])?;
+    // The payment row keeps the sale's POS data; a void's or refund's own data is in the history and
+    // in the reversal entry.
+    if !matches!(to, PaymentState::Voided | PaymentState::Refunded) {
+        conn.prepare_cached(
+            "UPDATE payments SET response_code = coalesce(?2, response_code),
+                 response_text = coalesce(?3, response_text), trace = coalesce(?4, trace),
+                 batch_no = coalesce(?5, batch_no), rrn = coalesce(?6, rrn), auth_code = coalesce(?7, auth_code),
+                 card_masked = coalesce(?8, card_masked), approved_fen = coalesce(?9, approved_fen)
+             WHERE id = ?1",
+        )?
+        .execute(params![
+            pid,
+            said.code.as_ref().map(ResponseCode::as_str),
+            said.text,
+            said.trace.as_ref().map(Trace::as_str),
+            said.batch.as_ref().map(Batch::as_str),
+            said.rrn.as_ref().map(Rrn::as_str),
+            said.auth.as_ref().map(AuthCode::as_str),
+            said.card.as_ref().map(MaskedPan::as_str),
+            said.amount.map(Fen::as_fen),
+        ])?;
+    }
+    insert_transition(conn, pid, &now, Some(from), to, said)?;
+    if let Some(batch) = &said.batch {
+        conn.prepare_cached(
+            "INSERT OR IGNORE INTO terminal_batches (terminal_id, batch_no, first_seen_at) VALUES (?1, ?2, ?3)",
+        )?
+        .execute(params![current.terminal.as_str(), batch.as_str(), now])?;
+    }
+    let Some(after) = payment(conn, ctx.shared, pid).map_err(ReadFail::into_refusal)? else {
+        return refuse(TransitionError::UnknownPayment { id: pid.to_owned() });
+    };
+    let effect = match to {
+        PaymentState::Approved => approve(ctx, &after, said)?,
+        PaymentState::Voided | PaymentState::Refunded => reverse(ctx, &after, said)?,
+        _ => Effect::None,
+    };
+    Ok(TransitionOutcome { payment: after, from, effect })
+}
+
+/// `approved`: binds the line and writes the ledger entry, unless the line is paid or the amount
+/// differs.
+fn approve(ctx: &Ctx<'_>, p: &Payment, said: &TerminalSaid) -> rusqlite::Result<Effect> {
+    let conn = ctx.conn;
+    if let Some(approved) = said.amount.filter(|a| *a != p.amount) {
+        return Ok(Effect::AmountDiffers { requested: p.amount, approved });
+    }
+    let line_id = line_id(conn, p.id.as_str())?;
+    let bound = conn
+        .prepare_cached("UPDATE roster_lines SET paid_by = ?1 WHERE id = ?2 AND paid_by IS NULL")?
+        .execute(params![p.id.as_str(), line_id])?;
+    if bound == 0 {
+        let by: Option<String> = conn
+            .prepare_cached("SELECT paid_by FROM roster_lines WHERE id = ?1")?
+            .query_row([line_id], |r| r.get(0))?;
+        return Ok(Effect::LineAlreadyPaid { by: by.unwrap_or_default() });
+    }
+    let entry_id = EntryKind::Payment.entry_id(p.id.as_str());
+    let payload = entry_payload(ctx, p, &entry_id, EntryKind::Payment, None, &p.pos)?;
+    insert_entry(ctx, &entry_id, EntryKind::Payment, p.id.as_str(), None, &payload)?;
+    Ok(Effect::Bound { entry_id })
+}
+
+/// `voided` / `refunded`: releases the line and writes the reversal entry when there is a payment entry.
+fn reverse(ctx: &Ctx<'_>, p: &Payment, said: &TerminalSaid) -> rusqlite::Result<Effect> {
+    let conn = ctx.conn;
+    let line_id = line_id(conn, p.id.as_str())?;
+    conn.prepare_cached("UPDATE roster_lines SET paid_by = NULL WHERE id = ?1 AND paid_by = ?2")?
+        .execute(params![line_id, p.id.as_str()])?;
+    let payment_entry: Option<String> = conn
+        .prepare_cached("SELECT entry_id FROM ledger_outbox WHERE payment_id = ?1 AND kind = 'payment'")?
+        .query_row([p.id.as_str()], |r| r.get(0))
+        .optional()?;
+    let Some(reverses) = payment_entry else {
+        return Ok(Effect::Reversed { entry_id: None });
+    };
+    let entry_id = EntryKind::Reversal.entry_id(p.id.as_str());
+    // The reversal carries the void's (or refund's) own POS numbers and the sale's card.
+    let pos = TerminalSaid { card: said.card.or(p.pos.card), ..said.clone() };
+    let payload = entry_payload(ctx, p, &entry_id, EntryKind::Reversal, Some(&reverses), &pos)?;
+    insert_entry(ctx, &entry_id, EntryKind::Reversal, p.id.as_str(), Some(&reverses), &payload)?;
+    Ok(Effect::Reversed { entry_id: Some(entry_id) })
+}
+
+fn line_id(conn: &Connection, payment: &str) -> rusqlite::Result<i64> {
+    conn.prepare_cached("SELECT line_id FROM payments WHERE id = ?1")?.query_row([payment], |r| r.get(0))
+}
+
+/// The ENTRY object of ledger-api.md for a payment or its reversal.
+fn entry_payload(
+    ctx: &Ctx<'_>,
+    p: &Payment,
+    entry_id: &str,
+    kind: EntryKind,
+    reverses: Option<&str>,
+    pos: &TerminalSaid,
+) -> rusqlite::Result<Value> {
+    let (payer_id, payer_name): (String, String) = ctx
+        .conn
+        .prepare_cached(
+            "SELECT l.id_number, l.name FROM payments p JOIN roster_lines l ON l.id = p.line_id WHERE p.id = ?1",
+        )?
+        .query_row([p.id.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let (point, merchant): (String, Option<String>) = ctx
+        .conn
+        .prepare_cached("SELECT collection_point, merchant_id FROM terminals WHERE id = ?1")?
+        .query_row([p.terminal.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(json!({
+        "entry_id": entry_id,
+        "kind": kind.as_str(),
+        "reverses": reverses,
+        "collection_serial": p.line.serial.as_str(),
+        "insurance": p.line.insurance.code(),
+        "year": p.line.year,
+        "payer_id": payer_id,
+        "payer_name": payer_name,
+        "amount": p.amount.to_yuan_string(),
+        "channel": "pos",
+        "collection_point": point,
+        "collector": p.operator.as_str(),
+        "terminal_id": p.terminal.as_str(),
+        "merchant_id": merchant,
+        "batch": pos.batch.as_ref().map(Batch::as_str),
+        "trace": pos.trace.as_ref().map(Trace::as_str),
+        "rrn": pos.rrn.as_ref().map(Rrn::as_str),
+        "auth_code": pos.auth.as_ref().map(AuthCode::as_str),
+        "card_masked": pos.card.as_ref().map(MaskedPan::as_str),
+        "occurred_at": stamp_seconds(ctx.now_time()),
+    }))
+}
+
+fn insert_entry(
+    ctx: &Ctx<'_>,
+    entry_id: &str,
+    kind: EntryKind,
+    payment: &str,
+    reverses: Option<&str>,
+    payload: &Value,
+) -> rusqlite::Result<()> {
+    ctx.conn
+        .prepare_cached(
+            "INSERT INTO ledger_outbox (entry_id, kind, payment_id, reverses, payload, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?
+        .execute(params![entry_id, kind.as_str(), payment, reverses, payload.to_string(), ctx.now()])?;
+    Ok(())
+}
+
+/// Records the ledger's voucher for an entry; a payment entry moves its payment to `forwarded`.
+pub(super) fn mark_forwarded(ctx: &Ctx<'_>, entry_id: &str, voucher: &str) -> Result<(), Refusal<ForwardError>> {
+    let conn = ctx.conn;
+    let refuse = |e| Err(Refusal::Refused(e));
+    let row = conn
+        .prepare_cached("SELECT kind, payment_id, tax_voucher_no, dead_letter FROM ledger_outbox WHERE entry_id = ?1")?
+        .query_row([entry_id], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Option<String>>(2)?,
+                r.get::<_, Option<String>>(3)?,
+            ))
+        })
+        .optional()?;
+    let Some((kind, payment_id, existing, dead)) = row else {
+        return refuse(ForwardError::UnknownEntry { entry_id: entry_id.to_owned() });
+    };
+    if let Some(reason) = dead {
+        return refuse(ForwardError::DeadLettered { entry_id: entry_id.to_owned(), reason });
+    }
+    match existing {
+        Some(v) if v == voucher => return Ok(()),
+        Some(existing) => return refuse(ForwardError::VoucherDiffers { entry_id: entry_id.to_owned(), existing }),
+        None => {}
+    }
+    let now = ctx.now();
+    conn.prepare_cached(
+        "UPDATE ledger_outbox SET forwarded_at = ?2, tax_voucher_no = ?3, attempts = attempts + 1, last_error = NULL
+         WHERE entry_id = ?1",
+    )?
+    .execute(params![entry_id, now, voucher])?;
+    if kind == EntryKind::Payment.as_str() {
+        let moved = conn
+            .prepare_cached(
+                "UPDATE payments SET state = 'forwarded', updated_at = ?2 WHERE id = ?1 AND state = 'approved'",
+            )?
+            .execute(params![payment_id, now])?;
+        if moved == 1 {
+            let note = TerminalSaid::note(format!("ledger holds entry {entry_id}: tax voucher {voucher}"));
+            insert_transition(conn, &payment_id, &now, Some(PaymentState::Approved), PaymentState::Forwarded, &note)?;
+        }
+    }
+    Ok(())
+}
+
+/// Records a failed send; `rejected` dead-letters the entry.
+pub(super) fn mark_forward_failed(
+    ctx: &Ctx<'_>,
+    entry_id: &str,
+    error: &str,
+    rejected: bool,
+) -> Result<(), Refusal<ForwardError>> {
+    let changed = ctx
+        .conn
+        .prepare_cached(
+            "UPDATE ledger_outbox SET attempts = attempts + 1, last_error = ?2,
+                 dead_letter = CASE WHEN ?3 THEN ?2 ELSE dead_letter END
+             WHERE entry_id = ?1 AND forwarded_at IS NULL",
+        )?
+        .execute(params![entry_id, error, rejected])?;
+    if changed == 0
+        && !ctx.conn.prepare_cached("SELECT 1 FROM ledger_outbox WHERE entry_id = ?1")?.exists([entry_id])?
+    {
+        return Err(Refusal::Refused(ForwardError::UnknownEntry { entry_id: entry_id.to_owned() }));
+    }
+    Ok(())
+}
+
+/// The columns [`read_payment`] reads, in its order.
+const PAYMENT_COLUMNS: &str = "p.id, l.serial, l.insurance, l.year, p.amount_fen, p.terminal_id, p.till, p.operator,
+    p.state, p.created_at, p.updated_at, p.response_code, p.response_text, p.trace, p.batch_no, p.rrn, p.auth_code,
+    p.card_masked, p.approved_fen";
+
+/// POS data stored from column `first` on: code, text, trace, batch, rrn, auth, card, amount (then,
+/// when `note`, the note).
+fn read_said(
+    shared: &Shared,
+    table: &'static str,
+    key: &str,
+    r: &Row<'_>,
+    first: usize,
+    note: bool,
+) -> Result<TerminalSaid, ReadFail> {
+    let opt = |i: usize| r.get::<_, Option<String>>(first + i);
+    fn field<T, E>(
+        shared: &Shared,
+        table: &'static str,
+        key: &str,
+        column: &'static str,
+        value: Option<String>,
+        parser: impl FnOnce(&str) -> Result<T, E>,
+    ) -> Result<Option<T>, StorageError> {
+        value.map(|v| parse(shared, table, key, column, &v, parser)).transpose()
+    }
+    Ok(TerminalSaid {
+        code: field(shared, table, key, "response_code", opt(0)?, ResponseCode::new)?,
+        text: opt(1)?,
+        trace: field(shared, table, key, "trace", opt(2)?, Trace::new)?,
+        batch: field(shared, table, key, "batch_no", opt(3)?, Batch::new)?,
+        rrn: field(shared, table, key, "rrn", opt(4)?, Rrn::new)?,
+        auth: field(shared, table, key, "auth_code", opt(5)?, AuthCode::new)?,
+        card: field(shared, table, key, "card_masked", opt(6)?, MaskedPan::new)?,
+        amount: r.get::<_, Option<i64>>(first + 7)?.map(Fen::from_fen),
+        note: if note { r.get(first + 8)? } else { None },
+    })
+}
+
+fn read_payment(shared: &Shared, r: &Row<'_>) -> Result<Payment, ReadFail> {
+    let id: String = r.get(0)?;
+    let t = "payments";
+    let serial: String = r.get(1)?;
+    let insurance: String = r.get(2)?;
+    let state: String = r.get(8)?;
+    Ok(Payment {
+        id: parse(shared, t, &id, "id", &id, EcrReference::new)?,
+        line: LineKey {
+            serial: parse(shared, t, &id, "line serial", &serial, CollectionSerial::parse)?,
+            insurance: parse(shared, t, &id, "line insurance", &insurance, Insurance::parse)?,
+            year: r.get(3)?,
+        },
+        amount: Fen::from_fen(r.get(4)?),
+        terminal: parse(shared, t, &id, "terminal_id", &r.get::<_, String>(5)?, TerminalId::new)?,
+        till: parse(shared, t, &id, "till", &r.get::<_, String>(6)?, Till::new)?,
+        operator: parse(shared, t, &id, "operator", &r.get::<_, String>(7)?, StaffNumber::parse)?,
+        state: parse(shared, t, &id, "state", &state, PaymentState::parse)?,
+        created_at: r.get(9)?,
+        updated_at: r.get(10)?,
+        pos: read_said(shared, t, &id, r, 11, false)?,
+    })
+}
+
+/// The payment with this id.
+pub(super) fn payment(conn: &Connection, shared: &Shared, id: &str) -> Result<Option<Payment>, ReadFail> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {PAYMENT_COLUMNS} FROM payments p JOIN roster_lines l ON l.id = p.line_id WHERE p.id = ?1"
+    ))?;
+    let mut rows = stmt.query([id])?;
+    match rows.next()? {
+        Some(r) => read_payment(shared, r).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Every payment in one of `states`, oldest first.
+pub(super) fn payments_in(
+    conn: &Connection,
+    shared: &Shared,
+    states: &[PaymentState],
+) -> Result<Vec<Payment>, ReadFail> {
+    if states.is_empty() {
+        return Ok(Vec::new());
+    }
+    // The codes come from the enum, never from outside: safe to inline.
+    let list = states.iter().map(|s| format!("'{}'", s.as_str())).collect::<Vec<_>>().join(", ");
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {PAYMENT_COLUMNS} FROM payments p JOIN roster_lines l ON l.id = p.line_id
+         WHERE p.state IN ({list}) ORDER BY p.created_at, p.id"
+    ))?;
+    let mut rows = stmt.query([])?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        out.push(read_payment(shared, r)?);
+    }
+    Ok(out)
+}
+
+/// A payment's history, oldest first.
+pub(super) fn history(conn: &Connection, shared: &Shared, id: &str) -> Result<Vec<TransitionRecord>, ReadFail> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT seq, at, from_state, to_state, response_code, response_text, trace, batch_no, rrn, auth_code,
+                card_masked, amount_fen, note
+         FROM payment_transitions WHERE payment_id = ?1 ORDER BY seq",
+    )?;
+    let mut rows = stmt.query([id])?;
+    let mut out = Vec::new();
+    let t = "payment_transitions";
+    while let Some(r) = rows.next()? {
+        let seq: i64 = r.get(0)?;
+        let key = format!("{id}#{seq}");
+        let from = match r.get::<_, Option<String>>(2)? {
+            Some(s) => Some(parse(shared, t, &key, "from_state", &s, PaymentState::parse)?),
+            None => None,
+        };
+        out.push(TransitionRecord {
+            seq,
+            at: r.get(1)?,
+            from,
+            to: parse(shared, t, &key, "to_state", &r.get::<_, String>(3)?, PaymentState::parse)?,
+            said: read_said(shared, t, &key, r, 4, true)?,
+        });
+    }
+    Ok(out)
+}
+
+/// Up to `limit` entries still to send, in the order written.
+pub(super) fn pending_outbox(conn: &Connection, shared: &Shared, limit: usize) -> Result<Vec<OutboxEntry>, ReadFail> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT entry_id, kind, reverses, payment_id, payload, created_at, forwarded_at, tax_voucher_no, attempts,
+                last_error, dead_letter
+         FROM ledger_outbox WHERE forwarded_at IS NULL AND dead_letter IS NULL ORDER BY seq LIMIT ?1",
+    )?;
+    let mut rows = stmt.query([i64::try_from(limit).unwrap_or(i64::MAX)])?;
+    let mut out = Vec::new();
+    let t = "ledger_outbox";
+    while let Some(r) = rows.next()? {
+        let entry_id: String = r.get(0)?;
+        let kind = match r.get::<_, String>(1)?.as_str() {
+            "payment" => EntryKind::Payment,
+            "reversal" => EntryKind::Reversal,
+            _ => {
+                return Err(ReadFail::Storage(StorageError::BadRow {
+                    path: shared.path.clone(),
+                    table: t,
+                    key: entry_id,
+                    column: "kind",
+                }))
+            }
+        };
+        let payload: String = r.get(4)?;
+        out.push(OutboxEntry {
+            payload: parse(shared, t, &entry_id, "payload", &payload, |s| serde_json::from_str::<Value>(s))?,
+            kind,
+            reverses: r.get(2)?,
+            payment_id: r.get(3)?,
+            created_at: r.get(5)?,
+            forwarded_at: r.get(6)?,
+            tax_voucher_no: r.get(7)?,
+            attempts: u32::try_from(r.get::<_, i64>(8)?).unwrap_or(u32::MAX),
+            last_error: r.get(9)?,
+            dead_letter: r.get(10)?,
+            entry_id,
+        });
+    }
+    Ok(out)
+}

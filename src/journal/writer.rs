@@ -1,0 +1,455 @@
+//! The writer: one thread owns the write connection and commits waiting writes together (group commit).
+//!
+//! Callers submit a write as a closure over the connection on a bounded queue, with a oneshot channel
+//! for its answer. The writer takes the first request waiting, then every other one already queued (up
+//! to the batch limit), and runs them in one `BEGIN IMMEDIATE` transaction, each inside its own
+//! `SAVEPOINT`: a write that is refused, or that SQLite refuses with a non-I/O error, is rolled back to
+//! its savepoint and the others go on. Then one `COMMIT` (one fsync of the WAL with `synchronous=FULL`),
+//! and only after it each caller gets its answer. While one batch commits, the next one gathers in the
+//! queue, so under load the cost of the fsync is shared by many writes.
+//!
+//! An I/O-class error (see [`is_io_failure`]) anywhere in a batch, or any failure of the transaction
+//! control statements or the commit, stops the store: the batch's writes are answered
+//! [`StorageError::Failed`], the connection is closed, and every later request (reads included) is
+//! answered [`StorageError::Stopped`] until the journal is reopened.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, ErrorCode};
+use tokio::sync::{mpsc, oneshot};
+
+use super::error::StorageError;
+use super::sqlite::stamp;
+use crate::clock::Clock;
+
+/// Upper bounds of the batch-size buckets of [`StoreMetrics::batch_sizes`]: bucket `i` counts the
+/// committed batches of more than `BATCH_SIZE_BOUNDS[i - 1]` and at most `BATCH_SIZE_BOUNDS[i]` writes.
+pub const BATCH_SIZE_BOUNDS: [usize; 10] = [1, 2, 4, 8, 16, 32, 64, 128, 256, usize::MAX];
+
+/// The writer's counters, as read at one moment.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StoreMetrics {
+    /// Transactions committed.
+    pub batches_committed: u64,
+    /// Writes answered after a commit (those refused and rolled back to their savepoint included).
+    pub writes_committed: u64,
+    /// Batches that failed (and stopped the store).
+    pub batches_failed: u64,
+    /// Committed batches by size; see [`BATCH_SIZE_BOUNDS`].
+    pub batch_sizes: [u64; BATCH_SIZE_BOUNDS.len()],
+    /// Largest batch committed.
+    pub largest_batch: u64,
+    /// Time spent in `COMMIT` (the fsync), summed over committed batches.
+    pub commit_time: Duration,
+    /// Longest single `COMMIT`.
+    pub commit_time_max: Duration,
+    /// Time from `BEGIN` to the end of `COMMIT`, summed over committed batches.
+    pub batch_time: Duration,
+}
+
+impl StoreMetrics {
+    /// Mean writes per committed batch (0 before the first).
+    pub fn mean_batch(&self) -> f64 {
+        if self.batches_committed == 0 {
+            0.0
+        } else {
+            self.writes_committed as f64 / self.batches_committed as f64
+        }
+    }
+}
+
+/// The live counters behind [`StoreMetrics`].
+#[derive(Default)]
+struct Counters {
+    batches: AtomicU64,
+    writes: AtomicU64,
+    failed: AtomicU64,
+    sizes: [AtomicU64; BATCH_SIZE_BOUNDS.len()],
+    largest: AtomicU64,
+    commit_nanos: AtomicU64,
+    commit_max_nanos: AtomicU64,
+    batch_nanos: AtomicU64,
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+impl Counters {
+    fn committed(&self, writes: usize, commit: Duration, batch: Duration) {
+        let n = u64::try_from(writes).unwrap_or(u64::MAX);
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        self.writes.fetch_add(n, Ordering::Relaxed);
+        let bucket = BATCH_SIZE_BOUNDS.iter().position(|&b| writes <= b).unwrap_or(BATCH_SIZE_BOUNDS.len() - 1);
+        self.sizes[bucket].fetch_add(1, Ordering::Relaxed);
+        self.largest.fetch_max(n, Ordering::Relaxed);
+        self.commit_nanos.fetch_add(nanos(commit), Ordering::Relaxed);
+        self.commit_max_nanos.fetch_max(nanos(commit), Ordering::Relaxed);
+        self.batch_nanos.fetch_add(nanos(batch), Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> StoreMetrics {
+        StoreMetrics {
+            batches_committed: self.batches.load(Ordering::Relaxed),
+            writes_committed: self.writes.load(Ordering::Relaxed),
+            batches_failed: self.failed.load(Ordering::Relaxed),
+            batch_sizes: std::array::from_fn(|i| self.sizes[i].load(Ordering::Relaxed)),
+            largest_batch: self.largest.load(Ordering::Relaxed),
+            commit_time: Duration::from_nanos(self.commit_nanos.load(Ordering::Relaxed)),
+            commit_time_max: Duration::from_nanos(self.commit_max_nanos.load(Ordering::Relaxed)),
+            batch_time: Duration::from_nanos(self.batch_nanos.load(Ordering::Relaxed)),
+        }
+    }
+}
+
+/// What the writer and every handle of one open store share.
+pub(crate) struct Shared {
+    /// The journal file, for messages.
+    pub(crate) path: PathBuf,
+    /// The busy timeout, for messages.
+    pub(crate) busy_timeout: Duration,
+    /// Set once, when the store stops after a failure: what failed.
+    failure: OnceLock<String>,
+    /// Set when the writer has ended (closed, or every handle dropped).
+    closed: AtomicBool,
+    counters: Counters,
+}
+
+impl Shared {
+    pub(crate) fn new(path: PathBuf, busy_timeout: Duration) -> Shared {
+        Shared {
+            path,
+            busy_timeout,
+            failure: OnceLock::new(),
+            closed: AtomicBool::new(false),
+            counters: Counters::default(),
+        }
+    }
+
+    /// `Err(Stopped)` once the store has stopped after a failure, `Err(Closed)` once it is closed.
+    pub(crate) fn check(&self) -> Result<(), StorageError> {
+        match self.failure.get() {
+            Some(what) => Err(StorageError::Stopped { path: self.path.clone(), what: what.clone() }),
+            None if self.closed.load(Ordering::Acquire) => Err(StorageError::Closed { path: self.path.clone() }),
+            None => Ok(()),
+        }
+    }
+
+    /// True once the store has stopped.
+    pub(crate) fn has_failed(&self) -> bool {
+        self.failure.get().is_some()
+    }
+
+    /// Stops the store (the first failure is the one remembered) and returns the error for the writes of
+    /// the failing batch.
+    pub(crate) fn fail(&self, what: String) -> StorageError {
+        tracing::error!(path = %self.path.display(), error = %what, "journal failed; refusing work until reopened");
+        let _ = self.failure.set(what.clone());
+        StorageError::Failed { path: self.path.clone(), what }
+    }
+
+    /// The error for a request the writer will never run: stopped, or closed.
+    fn gone(&self) -> StorageError {
+        self.check().err().unwrap_or_else(|| StorageError::Closed { path: self.path.clone() })
+    }
+
+    /// The metrics now.
+    pub(crate) fn metrics(&self) -> StoreMetrics {
+        self.counters.snapshot()
+    }
+
+    /// Maps a non-fatal SQLite error of one operation.
+    pub(crate) fn storage_error(&self, error: &rusqlite::Error) -> StorageError {
+        match error.sqlite_error_code() {
+            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => StorageError::Busy {
+                path: self.path.clone(),
+                timeout_ms: u64::try_from(self.busy_timeout.as_millis()).unwrap_or(u64::MAX),
+            },
+            _ => StorageError::Sql { path: self.path.clone(), what: error.to_string() },
+        }
+    }
+}
+
+/// True for the errors after which the connection's view of the file cannot be trusted: I/O error, full
+/// disk, corruption, not a database, cannot open, read-only file, out of memory, locking protocol.
+pub(crate) fn is_io_failure(error: &rusqlite::Error) -> bool {
+    matches!(
+        error.sqlite_error_code(),
+        Some(
+            ErrorCode::SystemIoFailure
+                | ErrorCode::DiskFull
+                | ErrorCode::DatabaseCorrupt
+                | ErrorCode::NotADatabase
+                | ErrorCode::CannotOpen
+                | ErrorCode::ReadOnly
+                | ErrorCode::OutOfMemory
+                | ErrorCode::FileLockingProtocolFailed
+        )
+    )
+}
+
+/// What a write closure sees: the connection, inside the batch's transaction and its own savepoint.
+pub(crate) struct Ctx<'a> {
+    pub(crate) conn: &'a Connection,
+    clock: &'a Clock,
+    pub(crate) shared: &'a Shared,
+}
+
+impl Ctx<'_> {
+    /// The current time from the store's clock, as stored (RFC 3339, +08:00).
+    pub(crate) fn now(&self) -> String {
+        stamp(self.clock.now())
+    }
+
+    /// The current time from the store's clock.
+    pub(crate) fn now_time(&self) -> time::OffsetDateTime {
+        self.clock.now()
+    }
+}
+
+/// How a write closure ends, other than with its answer.
+pub(crate) enum Refusal<E> {
+    /// The write is refused with this answer; its changes are rolled back.
+    Refused(E),
+    /// SQLite failed; an I/O-class error stops the store, any other refuses this write.
+    Sql(rusqlite::Error),
+}
+
+impl<E> From<rusqlite::Error> for Refusal<E> {
+    fn from(e: rusqlite::Error) -> Self {
+        Refusal::Sql(e)
+    }
+}
+
+/// What happened to one write in the open transaction.
+enum Step {
+    /// Keep its changes.
+    Keep,
+    /// Roll back to its savepoint.
+    Discard,
+    /// An I/O-class failure: the batch fails and the store stops.
+    Fatal(rusqlite::Error),
+}
+
+/// One queued write, its closure and its answer, type-erased for the queue.
+trait Job: Send {
+    /// Runs the write.
+    fn apply(&mut self, ctx: &Ctx<'_>) -> Step;
+    /// Answers the caller: its own result after a commit, or the batch's failure.
+    fn finish(self: Box<Self>, failure: Option<StorageError>);
+}
+
+struct Typed<T, E, F> {
+    work: Option<F>,
+    result: Option<Result<T, E>>,
+    reply: oneshot::Sender<Result<T, E>>,
+    path: PathBuf,
+}
+
+impl<T, E, F> Job for Typed<T, E, F>
+where
+    T: Send,
+    E: From<StorageError> + Send,
+    F: FnOnce(&Ctx<'_>) -> Result<T, Refusal<E>> + Send,
+{
+    fn apply(&mut self, ctx: &Ctx<'_>) -> Step {
+        let Some(work) = self.work.take() else {
+            return Step::Discard;
+        };
+        match work(ctx) {
+            Ok(value) => {
+                self.result = Some(Ok(value));
+                Step::Keep
+            }
+            Err(Refusal::Refused(answer)) => {
+                self.result = Some(Err(answer));
+                Step::Discard
+            }
+            Err(Refusal::Sql(e)) if is_io_failure(&e) => Step::Fatal(e),
+            Err(Refusal::Sql(e)) => {
+                self.result = Some(Err(E::from(ctx.shared.storage_error(&e))));
+                Step::Discard
+            }
+        }
+    }
+
+    fn finish(self: Box<Self>, failure: Option<StorageError>) {
+        let path = self.path;
+        let result = match failure {
+            Some(f) => Err(E::from(f)),
+            None => self.result.unwrap_or_else(|| Err(E::from(StorageError::Closed { path }))),
+        };
+        // The caller may have given up waiting; nothing to do then.
+        let _ = self.reply.send(result);
+    }
+}
+
+enum Msg {
+    Job(Box<dyn Job>),
+    Close(oneshot::Sender<()>),
+}
+
+/// The handle callers submit writes through.
+#[derive(Clone)]
+pub(crate) struct Writer {
+    queue: mpsc::Sender<Msg>,
+    shared: Arc<Shared>,
+}
+
+/// Settings of the writer thread.
+pub(crate) struct WriterConfig {
+    pub(crate) max_batch: usize,
+    pub(crate) queue: usize,
+    pub(crate) clock: Clock,
+}
+
+impl Writer {
+    /// Starts the writer thread on `conn`.
+    pub(crate) fn start(conn: Connection, shared: Arc<Shared>, config: WriterConfig) -> std::io::Result<Writer> {
+        let (queue, rx) = mpsc::channel(config.queue.max(1));
+        let thread_shared = Arc::clone(&shared);
+        std::thread::Builder::new()
+            .name("journal-writer".into())
+            .spawn(move || run(conn, rx, &thread_shared, &config))?;
+        Ok(Writer { queue, shared })
+    }
+
+    /// Submits a write and waits for its answer, given after its batch committed.
+    pub(crate) async fn submit<T, E, F>(&self, work: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StorageError> + Send + 'static,
+        F: FnOnce(&Ctx<'_>) -> Result<T, Refusal<E>> + Send + 'static,
+    {
+        self.shared.check()?;
+        let (reply, answer) = oneshot::channel();
+        let job = Typed { work: Some(work), result: None, reply, path: self.shared.path.clone() };
+        if self.queue.send(Msg::Job(Box::new(job))).await.is_err() {
+            return Err(E::from(self.shared.gone()));
+        }
+        match answer.await {
+            Ok(result) => result,
+            Err(_) => Err(E::from(self.shared.gone())),
+        }
+    }
+
+    /// Stops the writer after the writes already queued, and waits until its connection is closed.
+    pub(crate) async fn close(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.queue.send(Msg::Close(done)).await.is_ok() {
+            let _ = wait.await;
+        } else {
+            // The writer is gone already; wait until it has dropped its connection.
+            self.queue.closed().await;
+        }
+    }
+}
+
+/// The writer thread's loop.
+fn run(conn: Connection, mut rx: mpsc::Receiver<Msg>, shared: &Shared, config: &WriterConfig) {
+    let max_batch = config.max_batch.max(1);
+    let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(max_batch);
+    let mut closing = None;
+    while let Some(first) = rx.blocking_recv() {
+        match first {
+            Msg::Job(job) => batch.push(job),
+            Msg::Close(done) => closing = Some(done),
+        }
+        while closing.is_none() && batch.len() < max_batch {
+            match rx.try_recv() {
+                Ok(Msg::Job(job)) => batch.push(job),
+                Ok(Msg::Close(done)) => closing = Some(done),
+                Err(_) => break,
+            }
+        }
+        if !batch.is_empty() {
+            run_batch(&conn, &mut batch, shared, &config.clock);
+        }
+        if closing.is_some() || shared.has_failed() {
+            break;
+        }
+    }
+    // Nothing more is taken: answer whatever is still queued, then close the connection.
+    shared.closed.store(true, Ordering::Release);
+    rx.close();
+    let mut waiting_close = Vec::new();
+    while let Ok(msg) = rx.try_recv() {
+        match msg {
+            Msg::Job(job) => job.finish(Some(shared.gone())),
+            Msg::Close(done) => waiting_close.push(done),
+        }
+    }
+    if let Err((_, e)) = conn.close() {
+        tracing::warn!(path = %shared.path.display(), error = %e, "journal writer connection did not close cleanly");
+    }
+    for done in closing.into_iter().chain(waiting_close) {
+        let _ = done.send(());
+    }
+}
+
+/// Runs one batch: one transaction, a savepoint per write, one commit, then the answers.
+fn run_batch(conn: &Connection, batch: &mut Vec<Box<dyn Job>>, shared: &Shared, clock: &Clock) {
+    let started = Instant::now();
+    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        let error = if is_io_failure(&e) { shared.fail(describe(&e)) } else { shared.storage_error(&e) };
+        if is_io_failure(&e) {
+            shared.counters.failed.fetch_add(1, Ordering::Relaxed);
+        }
+        for job in batch.drain(..) {
+            job.finish(Some(error.clone()));
+        }
+        return;
+    }
+    let ctx = Ctx { conn, clock, shared };
+    let mut fatal = None;
+    for job in batch.iter_mut() {
+        if let Err(e) = conn.execute_batch("SAVEPOINT write") {
+            fatal = Some(e);
+            break;
+        }
+        let end = match job.apply(&ctx) {
+            Step::Keep => conn.execute_batch("RELEASE write"),
+            Step::Discard => conn.execute_batch("ROLLBACK TO write; RELEASE write"),
+            Step::Fatal(e) => Err(e),
+        };
+        if let Err(e) = end {
+            fatal = Some(e);
+            break;
+        }
+    }
+    let commit_started = Instant::now();
+    let committed = match fatal {
+        Some(e) => Err(e),
+        None => conn.execute_batch("COMMIT"),
+    };
+    match committed {
+        Ok(()) => {
+            shared.counters.committed(batch.len(), commit_started.elapsed(), started.elapsed());
+            for job in batch.drain(..) {
+                job.finish(None);
+            }
+        }
+        Err(e) => {
+            // The transaction may be gone already (SQLite rolls back on some errors); the store stops
+            // either way, so a failing rollback changes nothing.
+            let _ = conn.execute_batch("ROLLBACK");
+            shared.counters.failed.fetch_add(1, Ordering::Relaxed);
+            let error = shared.fail(describe(&e));
+            for job in batch.drain(..) {
+                job.finish(Some(error.clone()));
+            }
+        }
+    }
+}
+
+/// SQLite's message with its extended code, e.g. `disk I/O error (extended code 778)`.
+fn describe(e: &rusqlite::Error) -> String {
+    match e {
+        rusqlite::Error::SqliteFailure(code, Some(msg)) => format!("{msg} (SQLite code {})", code.extended_code),
+        rusqlite::Error::SqliteFailure(code, None) => format!("{code} (SQLite code {})", code.extended_code),
+        other => other.to_string(),
+    }
+}
