@@ -4,4 +4,10 @@
 //! So far the library holds the field engineer's frame inspector; the daemon's parts arrive with their
 //! issues.
 
+pub mod clock;
+pub mod config;
+pub mod domain;
+pub mod import;
 pub mod inspect;
+pub mod journal;
+pub mod policy;

@@ -20,6 +20,58 @@ enum Command {
     /// Inspect and build terminal-link frames (wire-protocol.md).
     #[command(subcommand)]
     Frame(FrameCommand),
+    /// Check a configuration file and the policy it names; report every problem with its key path.
+    ///
+    /// Exit status: 0 when valid, 1 when any problem was found, 2 when the file cannot be read.
+    CheckConfig {
+        /// The configuration file (see zhengjiao.example.toml).
+        file: std::path::PathBuf,
+    },
+    /// Start the daemon from a configuration file; refuses to start on any configuration problem.
+    ///
+    /// Today it checks the configuration and the policy, prepares the data directory and the journal
+    /// (creating and migrating it), and exits: the collection flow arrives with its issue.
+    Serve {
+        /// The configuration file.
+        #[arg(long)]
+        config: std::path::PathBuf,
+    },
+    /// The contribution roster (参保底册 / 征缴计划清单).
+    #[command(subcommand)]
+    Roster(ImportCommand),
+    /// The collector register (集中征缴工作人员登记表).
+    #[command(subcommand)]
+    Collectors(ImportCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ImportCommand {
+    /// Import a CSV (UTF-8 with or without BOM, or GB18030/GBK) or XLSX file into the journal, all or
+    /// nothing (roster-format.md). Works directly on the data directory; the daemon must not be running.
+    ///
+    /// Exit status: 0 when every row was applied, 1 when anything was refused (nothing was imported).
+    Import {
+        /// The file to import.
+        file: std::path::PathBuf,
+        /// The data directory holding the journal.
+        #[arg(long, conflicts_with = "config", required_unless_present = "config")]
+        data_dir: Option<std::path::PathBuf>,
+        /// Take the data directory from this configuration file instead.
+        #[arg(long)]
+        config: Option<std::path::PathBuf>,
+        /// Force the CSV encoding instead of detecting it.
+        #[arg(long, value_enum)]
+        encoding: Option<EncodingArg>,
+        /// Replace lines whose content changed, when they are unpaid.
+        #[arg(long)]
+        update: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum EncodingArg {
+    Utf8,
+    Gb18030,
 }
 
 #[derive(Debug, Subcommand)]
@@ -84,6 +136,20 @@ fn main() -> ExitCode {
             frame_decode(dir, FrameConfig { check: check.into(), max_data_len: usize::from(max_len) }, hex)
         }
         Command::Frame(FrameCommand::Encode { check }) => frame_encode(check.into()),
+        Command::CheckConfig { file } => zhengjiao::config::check_config_command(&file),
+        Command::Serve { config } => serve(&config),
+        Command::Roster(ImportCommand::Import { file, data_dir, config, encoding, update }) => {
+            match import_data_dir(data_dir, config) {
+                Ok(dir) => zhengjiao::import::roster_import_command(&dir, &file, import_options(encoding, update)),
+                Err(code) => code,
+            }
+        }
+        Command::Collectors(ImportCommand::Import { file, data_dir, config, encoding, update }) => {
+            match import_data_dir(data_dir, config) {
+                Ok(dir) => zhengjiao::import::collectors_import_command(&dir, &file, import_options(encoding, update)),
+                Err(code) => code,
+            }
+        }
     }
 }
 
@@ -149,5 +215,57 @@ fn frame_encode(check: Check) -> ExitCode {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+fn import_options(encoding: Option<EncodingArg>, update: bool) -> zhengjiao::import::ImportOptions {
+    use zhengjiao::import::TextEncoding;
+    let encoding = encoding.map(|e| match e {
+        EncodingArg::Utf8 => TextEncoding::Utf8,
+        EncodingArg::Gb18030 => TextEncoding::Gb18030,
+    });
+    zhengjiao::import::ImportOptions { encoding, update }
+}
+
+/// The data directory of an import: given, or read from a configuration that must be valid.
+fn import_data_dir(
+    data_dir: Option<std::path::PathBuf>,
+    config: Option<std::path::PathBuf>,
+) -> Result<std::path::PathBuf, ExitCode> {
+    match (data_dir, config) {
+        (Some(dir), _) => Ok(dir),
+        (None, Some(config)) => zhengjiao::config::prepare_serve(&config).map(|c| c.data_dir),
+        (None, None) => Err(ExitCode::from(USAGE)),
+    }
+}
+
+/// `serve`: refuses any configuration problem; opens (creating and migrating) the journal; then stops,
+/// since the collection flow is not built yet.
+fn serve(config: &std::path::Path) -> ExitCode {
+    let config = match zhengjiao::config::prepare_serve(config) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("zhengjiao serve: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let path = zhengjiao::import::journal_path(&config.data_dir);
+    let options = zhengjiao::journal::JournalOptions { clock: config.clock.start(), ..Default::default() };
+    match runtime.block_on(zhengjiao::journal::SqliteStore::open(&path, options)) {
+        Ok(_store) => {
+            println!(
+                "configuration valid; journal ready at {}; the collection flow is not built yet, so zhengjiao stops here",
+                path.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("zhengjiao serve: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
