@@ -325,7 +325,7 @@ fn read_clock(root: &mut Table<'_>, p: &mut Problems) -> Option<ClockSetting> {
 }
 
 fn read_ledger(l: &mut Table<'_>, base: &Path, p: &mut Problems) -> Option<LedgerConfig> {
-    let endpoint = l.parsed(
+    let endpoint = l.parsed_unquoted(
         "endpoint",
         true,
         "an https:// URL (http:// only to a loopback host such as 127.0.0.1 or localhost)",

@@ -277,6 +277,11 @@ fn plain_http_is_refused_except_to_loopback() {
         "ledger.endpoint",
         "needs https://",
     );
+    // A password in the URL is refused without being repeated.
+    let with_password = valid().replace("https://ledger.example.cn/api/", "https://alice:hunter2pw@ledger.example.cn/");
+    let got = problems(&with_password);
+    assert!(got.iter().any(|p| p.contains("credentials in the URL are not accepted")), "{got:#?}");
+    assert!(got.iter().all(|p| !p.contains("hunter2pw")), "the password was echoed: {got:#?}");
     for good in ["http://127.0.0.1:8400", "http://localhost:8400/", "http://[::1]:8400", "https://10.0.0.5"] {
         assert!(load(&valid().replace("https://ledger.example.cn/api/", good)).is_ok(), "{good}");
     }

@@ -150,6 +150,26 @@ impl<'a> Table<'a> {
         }
     }
 
+    /// As [`parsed`](Self::parsed), for a value that may carry a secret (a URL with a password): its
+    /// error gives the reason only, never the value.
+    pub(crate) fn parsed_unquoted<T>(
+        &mut self,
+        key: &'static str,
+        required: bool,
+        expected: &str,
+        p: &mut Problems,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Option<T> {
+        let s = self.string(key, required, expected, p)?;
+        match parse(s) {
+            Ok(v) => Some(v),
+            Err(reason) => {
+                p.push(self.key(key), format!("expected {expected}: {reason}"));
+                None
+            }
+        }
+    }
+
     /// A string converted by `parse`; its error (a reason) is reported with the value quoted.
     pub(crate) fn parsed<T>(
         &mut self,
