@@ -160,14 +160,7 @@ impl<'a> Table<'a> {
         p: &mut Problems,
         parse: impl FnOnce(&str) -> Result<T, String>,
     ) -> Option<T> {
-        let s = self.string(key, required, expected, p)?;
-        match parse(s) {
-            Ok(v) => Some(v),
-            Err(reason) => {
-                p.push(self.key(key), format!("expected {expected}: {reason}"));
-                None
-            }
-        }
+        self.parse_with(key, required, expected, p, parse, false)
     }
 
     /// A string converted by `parse`; its error (a reason) is reported with the value quoted.
@@ -179,9 +172,25 @@ impl<'a> Table<'a> {
         p: &mut Problems,
         parse: impl FnOnce(&str) -> Result<T, String>,
     ) -> Option<T> {
+        self.parse_with(key, required, expected, p, parse, true)
+    }
+
+    fn parse_with<T>(
+        &mut self,
+        key: &'static str,
+        required: bool,
+        expected: &str,
+        p: &mut Problems,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+        quote_value: bool,
+    ) -> Option<T> {
         let s = self.string(key, required, expected, p)?;
         match parse(s) {
             Ok(v) => Some(v),
+            Err(reason) if !quote_value => {
+                p.push(self.key(key), format!("expected {expected}: {reason}"));
+                None
+            }
             Err(reason) => {
                 let reason = if reason.is_empty() { String::new() } else { format!(" ({reason})") };
                 p.push(self.key(key), format!("expected {expected}, got {}{reason}", quote(s)));
