@@ -109,20 +109,11 @@ pub(super) fn import_roster(
     for (row, line) in lines.iter().enumerate() {
         let content = LineContent::of(line);
         let key = line.key().to_string();
-        if let Some(&first_row) = seen.get(&(line.serial.as_str(), line.insurance.code(), line.year)) {
-            let fields = lines.get(first_row).map(|first| LineContent::of(first).diff(&content)).unwrap_or_default();
-            if fields.is_empty() {
-                outcome.unchanged += 1;
-            } else {
-                conflicts.push(ImportConflict {
-                    row,
-                    key,
-                    kind: ConflictKind::DuplicateInImport { first_row, fields },
-                });
-            }
+        let seen_key = (line.serial.as_str(), line.insurance.code(), line.year);
+        let first_diff = |first: usize| lines.get(first).map(|f| LineContent::of(f).diff(&content)).unwrap_or_default();
+        if repeats_earlier_row(&mut seen, seen_key, row, &key, first_diff, &mut outcome, &mut conflicts) {
             continue;
         }
-        seen.insert((line.serial.as_str(), line.insurance.code(), line.year), row);
 
         let stored = find
             .query_row(params![line.serial.as_str(), line.insurance.code(), line.year], |r| {
@@ -285,21 +276,11 @@ pub(super) fn import_collectors(
         let content = CollectorContent::of(c);
         let key = format!("{}/{}", c.collection_point, c.staff_no);
         let seen_key = (c.collection_point.as_str(), c.staff_no.as_str());
-        if let Some(&first_row) = seen.get(&seen_key) {
-            let fields =
-                collectors.get(first_row).map(|first| CollectorContent::of(first).diff(&content)).unwrap_or_default();
-            if fields.is_empty() {
-                outcome.unchanged += 1;
-            } else {
-                conflicts.push(ImportConflict {
-                    row,
-                    key,
-                    kind: ConflictKind::DuplicateInImport { first_row, fields },
-                });
-            }
+        let first_diff =
+            |first: usize| collectors.get(first).map(|f| CollectorContent::of(f).diff(&content)).unwrap_or_default();
+        if repeats_earlier_row(&mut seen, seen_key, row, &key, first_diff, &mut outcome, &mut conflicts) {
             continue;
         }
-        seen.insert(seen_key, row);
 
         let stored = find
             .query_row(params![c.collection_point.as_str(), c.staff_no.as_str()], |r| {
@@ -466,4 +447,36 @@ pub(super) fn collectors(conn: &Connection, shared: &Shared) -> Result<Vec<Colle
         });
     }
     Ok(out)
+}
+
+/// Whether `row` repeats a key seen earlier in the same import. Identical content counts as unchanged;
+/// different content is a [`ConflictKind::DuplicateInImport`] naming the fields that differ. A new key is
+/// remembered and `false` returned.
+fn repeats_earlier_row<K: std::hash::Hash + Eq>(
+    seen: &mut HashMap<K, usize>,
+    seen_key: K,
+    row: usize,
+    key: &str,
+    diff_with: impl FnOnce(usize) -> Vec<&'static str>,
+    outcome: &mut ImportOutcome,
+    conflicts: &mut Vec<ImportConflict>,
+) -> bool {
+    let first_row = match seen.entry(seen_key) {
+        std::collections::hash_map::Entry::Occupied(first) => *first.get(),
+        std::collections::hash_map::Entry::Vacant(slot) => {
+            slot.insert(row);
+            return false;
+        }
+    };
+    let fields = diff_with(first_row);
+    if fields.is_empty() {
+        outcome.unchanged += 1;
+    } else {
+        conflicts.push(ImportConflict {
+            row,
+            key: key.to_owned(),
+            kind: ConflictKind::DuplicateInImport { first_row, fields },
+        });
+    }
+    true
 }
