@@ -4,10 +4,14 @@
 //! So far the library holds the field engineer's frame inspector; the daemon's parts arrive with their
 //! issues.
 
+pub mod api;
+pub mod client;
 pub mod clock;
+pub mod collect;
 pub mod config;
 pub mod domain;
 pub mod import;
 pub mod inspect;
 pub mod journal;
+pub mod link;
 pub mod policy;
