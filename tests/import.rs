@@ -830,6 +830,7 @@ async fn update_does_not_touch_a_line_with_a_payment_under_way() {
     store
         .register_terminal(Terminal {
             id: terminal,
+            name: "T01".to_owned(),
             collection_point: CollectionPointCode::parse("WD-01").unwrap(),
             merchant_id: None,
             link: "tcp:127.0.0.1:9".to_owned(),

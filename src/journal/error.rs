@@ -8,6 +8,7 @@
 use std::path::PathBuf;
 
 use super::payment::PaymentState;
+use super::reversal::ReversalKind;
 use super::ImportConflict;
 
 /// What the storage did wrong, shared by every operation's error.
@@ -272,12 +273,136 @@ pub enum TransitionError {
         /// The state asked for.
         to: PaymentState,
     },
+    /// No reversal has this ECR reference.
+    #[error("no reversal {id}")]
+    UnknownReversal {
+        /// The reference.
+        id: String,
+    },
+    /// The state machine does not allow this move of a reversal (a reversal never goes beyond
+    /// `approved`, `declined` or `not_charged`).
+    #[error("reversal {id}: {from} -> {to} is not allowed")]
+    ReversalNotAllowed {
+        /// The reversal's reference.
+        id: String,
+        /// The reversal's current state.
+        from: PaymentState,
+        /// The state asked for.
+        to: PaymentState,
+    },
     /// `forwarded` is recorded by [`Store::mark_forwarded`](super::Store::mark_forwarded) when the
     /// ledger confirms the payment's entry, never by a transition.
     #[error("payment {id}: forwarded is recorded when the ledger confirms the entry (mark_forwarded)")]
     ForwardedByLedger {
         /// The reference.
         id: String,
+    },
+    /// The storage failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// Why a reversal was not recorded as `created` (nothing was written; the request must not be sent).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CreateReversalError {
+    /// The ECR reference is empty.
+    #[error("a reversal needs a non-empty ECR reference")]
+    EmptyId,
+    /// A reversal or a payment with this ECR reference exists already (references are never reused).
+    #[error("reversal {id}: a {existing} with this ECR reference exists already")]
+    DuplicateId {
+        /// The reference.
+        id: String,
+        /// What holds it: `reversal` or `payment`.
+        existing: &'static str,
+    },
+    /// No payment has the reference to reverse.
+    #[error("reversal {id}: no payment {payment}")]
+    UnknownPayment {
+        /// The reversal's reference.
+        id: String,
+        /// The payment's reference.
+        payment: String,
+    },
+    /// The payment's outcome is not known yet (created, sent or unknown): it cannot be reversed before
+    /// it is known to be approved.
+    #[error("reversal {id}: payment {payment} is under way ({state}); its outcome must be known first")]
+    PaymentUnderWay {
+        /// The reversal's reference.
+        id: String,
+        /// The payment's reference.
+        payment: String,
+        /// The payment's state.
+        state: PaymentState,
+    },
+    /// The payment is not approved or forwarded (declined, not charged, voided, refunded): no money to
+    /// give back.
+    #[error("reversal {id}: payment {payment} is {state}; only an approved or forwarded payment can be reversed")]
+    PaymentNotReversible {
+        /// The reversal's reference.
+        id: String,
+        /// The payment's reference.
+        payment: String,
+        /// The payment's state.
+        state: PaymentState,
+    },
+    /// Another reversal of the payment is under way (created, sent, unknown) or approved already.
+    #[error("reversal {id}: payment {payment} has {kind} {other} {state} already")]
+    OtherReversal {
+        /// The reversal's reference.
+        id: String,
+        /// The payment's reference.
+        payment: String,
+        /// The other reversal's reference.
+        other: String,
+        /// Its kind.
+        kind: ReversalKind,
+        /// Its state.
+        state: PaymentState,
+    },
+    /// The amount is zero or negative.
+    #[error("reversal {id}: the amount must be positive, not {amount_fen} fen")]
+    BadAmount {
+        /// The reversal's reference.
+        id: String,
+        /// The amount asked for, in fen.
+        amount_fen: i64,
+    },
+    /// The amount is above what the terminal approved for the payment.
+    #[error("reversal {id}: {amount_fen} fen is more than the {approved_fen} fen approved for payment {payment}")]
+    AmountAboveApproved {
+        /// The reversal's reference.
+        id: String,
+        /// The payment's reference.
+        payment: String,
+        /// The amount asked for, in fen.
+        amount_fen: i64,
+        /// The payment's approved amount (the requested amount when the terminal reported none), in fen.
+        approved_fen: i64,
+    },
+    /// No terminal has this id; register it first.
+    #[error("reversal {id}: terminal {terminal} is not registered")]
+    UnknownTerminal {
+        /// The reversal's reference.
+        id: String,
+        /// The terminal id.
+        terminal: String,
+    },
+    /// The storage failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// Why a settlement was not recorded (nothing was written).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SettlementError {
+    /// No terminal has this id.
+    #[error("terminal {terminal} is not registered")]
+    UnknownTerminal {
+        /// The terminal id.
+        terminal: String,
     },
     /// The storage failed.
     #[error(transparent)]

@@ -36,7 +36,9 @@
 
 mod error;
 mod payment;
+mod reversal;
 mod schema;
+mod settlement;
 mod sqlite;
 mod writer;
 
@@ -46,16 +48,19 @@ use std::future::Future;
 use crate::domain::{
     CollectionPointCode, CollectionSerial, Fen, Hardship, IdNumber, Insurance, PersonName, StaffNumber,
 };
+use zhengjiao_protocol::message::{Batch, TerminalId};
 use zhengjiao_protocol::EcrReference;
 
 pub use error::{
-    CreatePaymentError, ForwardError, ImportError, OpenError, ReadError, RegisterTerminalError, StorageError,
-    TransitionError,
+    CreatePaymentError, CreateReversalError, ForwardError, ImportError, OpenError, ReadError, RegisterTerminalError,
+    SettlementError, StorageError, TransitionError,
 };
 pub use payment::{
-    Effect, EntryKind, NewPayment, OutboxEntry, Payment, PaymentState, PaymentStateError, Terminal, TerminalSaid,
-    TransitionOutcome, TransitionRecord,
+    Effect, EntryKind, NewPayment, OutboxEntry, Payment, PaymentFilter, PaymentState, PaymentStateError, Terminal,
+    TerminalSaid, TransitionOutcome, TransitionRecord,
 };
+pub use reversal::{NewReversal, Reversal, ReversalKind, ReversalOutcome};
+pub use settlement::{BatchTotals, SettlementRecord};
 pub use sqlite::{JournalOptions, JournalSettings, SqliteStore};
 pub use writer::{StoreMetrics, BATCH_SIZE_BOUNDS};
 
@@ -278,8 +283,11 @@ pub trait Store: Send + Sync {
     /// Every collector, by collection point and staff number.
     fn collectors(&self) -> impl Future<Output = Result<Vec<Collector>, ReadError>> + Send;
 
-    /// Registers a terminal, or updates its point, merchant id and link.
+    /// Registers a terminal, or updates its name, point, merchant id and link.
     fn register_terminal(&self, terminal: Terminal) -> impl Future<Output = Result<(), RegisterTerminalError>> + Send;
+
+    /// Every registered terminal, by id.
+    fn terminals(&self) -> impl Future<Output = Result<Vec<Terminal>, ReadError>> + Send;
 
     /// Records a payment as `created`, before any byte of it goes to the terminal. Refused when the line
     /// is paid or another payment for it is under way, so a line is never charged twice.
@@ -332,6 +340,69 @@ pub trait Store: Send + Sync {
     /// Up to `limit` outbox entries still to send (neither forwarded nor dead-lettered), in the order
     /// written.
     fn pending_outbox(&self, limit: usize) -> impl Future<Output = Result<Vec<OutboxEntry>, ReadError>> + Send;
+
+    /// Payments matching `filter`, oldest first, at most `filter.limit`.
+    fn payments(&self, filter: PaymentFilter) -> impl Future<Output = Result<Vec<Payment>, ReadError>> + Send;
+
+    /// Records a reversal (void or refund) of an approved or forwarded payment as `created`, before any
+    /// byte of it goes to the terminal. Refused when the payment cannot be reversed, another reversal of
+    /// it is under way or approved, or the amount is not positive or above the approved amount.
+    fn record_reversal_created(
+        &self,
+        reversal: NewReversal,
+    ) -> impl Future<Output = Result<Reversal, CreateReversalError>> + Send;
+
+    /// Moves a reversal to `to` (the payment state machine, never beyond `approved`, `declined`,
+    /// `not_charged`), appending what the terminal said to its history. For `approved`, in the same
+    /// transaction, its payment moves to `voided` or `refunded` (see [`transition`](Self::transition)):
+    /// the line is released and the reversal entry, carrying the reversal's amount and its own POS
+    /// numbers, is put in the outbox.
+    fn transition_reversal(
+        &self,
+        id: &EcrReference,
+        to: PaymentState,
+        said: TerminalSaid,
+    ) -> impl Future<Output = Result<ReversalOutcome, TransitionError>> + Send;
+
+    /// The reversal with this ECR reference.
+    fn reversal(&self, id: &EcrReference) -> impl Future<Output = Result<Option<Reversal>, ReadError>> + Send;
+
+    /// A reversal's history, oldest first.
+    fn reversal_history(
+        &self,
+        id: &EcrReference,
+    ) -> impl Future<Output = Result<Vec<TransitionRecord>, ReadError>> + Send;
+
+    /// Every reversal of a payment, oldest first.
+    fn reversals_of(&self, payment: &EcrReference) -> impl Future<Output = Result<Vec<Reversal>, ReadError>> + Send;
+
+    /// Every reversal in one of these states, oldest first.
+    fn reversals_in(&self, states: &[PaymentState]) -> impl Future<Output = Result<Vec<Reversal>, ReadError>> + Send;
+
+    /// The journal's gross totals of one terminal batch, counted like the terminal counts them: sales
+    /// are that terminal's payments approved in `batch` (approved, forwarded, voided or refunded since),
+    /// by the approved amount; voids and refunds are its approved reversals whose own batch is `batch`.
+    fn batch_totals(
+        &self,
+        terminal: &TerminalId,
+        batch: &Batch,
+    ) -> impl Future<Output = Result<BatchTotals, ReadError>> + Send;
+
+    /// Records a settlement of a terminal batch: the batch is marked settled (and recorded if the journal
+    /// had not seen it), and the comparison of both totals is kept; balanced when they are equal.
+    fn record_settlement(
+        &self,
+        terminal: &TerminalId,
+        batch: &Batch,
+        terminal_totals: BatchTotals,
+        journal_totals: BatchTotals,
+    ) -> impl Future<Output = Result<SettlementRecord, SettlementError>> + Send;
+
+    /// Recorded settlements, of one terminal or of all, newest first.
+    fn settlements(
+        &self,
+        terminal: Option<&TerminalId>,
+    ) -> impl Future<Output = Result<Vec<SettlementRecord>, ReadError>> + Send;
 
     /// Counters of the writer (batches, writes, commit time).
     fn metrics(&self) -> StoreMetrics;

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use zhengjiao_protocol::message::{AuthCode, Batch, Rrn, TerminalId, Till, Trace};
+use zhengjiao_protocol::message::{AuthCode, Batch, Date, Rrn, TerminalId, Till, Trace};
 use zhengjiao_protocol::{EcrReference, MaskedPan, Response, ResponseCode};
 
 use crate::domain::{CollectionPointCode, Fen, StaffNumber};
@@ -123,12 +123,39 @@ impl FromStr for PaymentState {
 pub struct Terminal {
     /// 终端号, the terminal id it reports in its answers.
     pub id: TerminalId,
+    /// Our name for it in the configuration, e.g. `T01`. A terminal registered before schema version 3
+    /// reads back named by its id until it is registered again.
+    pub name: String,
     /// The collection point it stands at.
     pub collection_point: CollectionPointCode,
     /// 商户号, when known.
     pub merchant_id: Option<String>,
     /// How it is reached, e.g. `tcp:10.0.0.5:9100` or `serial:/dev/ttyS0` (for people reading).
     pub link: String,
+}
+
+/// Which payments [`Store::payments`](super::Store::payments) lists: every condition given must hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentFilter {
+    /// The local day (UTC+8) the payment was recorded on.
+    pub date: Option<time::Date>,
+    /// Its state now.
+    pub state: Option<PaymentState>,
+    /// The terminal it was sent to.
+    pub terminal: Option<TerminalId>,
+    /// The collection point of the line it pays (征缴网点).
+    pub collection_point: Option<CollectionPointCode>,
+    /// The line it pays.
+    pub line: Option<LineKey>,
+    /// Most payments returned (the oldest first).
+    pub limit: usize,
+}
+
+impl PaymentFilter {
+    /// No condition, at most `limit` payments.
+    pub fn all(limit: usize) -> PaymentFilter {
+        PaymentFilter { date: None, state: None, terminal: None, collection_point: None, line: None, limit }
+    }
 }
 
 /// A card payment about to be sent to a terminal: recorded as `created` before any byte goes out.
@@ -168,6 +195,9 @@ pub struct TerminalSaid {
     pub card: Option<MaskedPan>,
     /// The amount the terminal reported, in fen.
     pub amount: Option<Fen>,
+    /// 交易日期, the terminal's date of the transaction (`YYYYMMDD`), e.g. for a later refund's original
+    /// date.
+    pub date: Option<Date>,
     /// Our words on why (e.g. `no answer after 3 resends`, `found created at start-up`); not the
     /// terminal's.
     pub note: Option<String>,
@@ -191,6 +221,7 @@ impl TerminalSaid {
             auth: (!response.auth.is_empty()).then_some(response.auth),
             card: response.card,
             amount: i64::try_from(response.amount.fen()).ok().map(Fen::from_fen).filter(|a| a.is_positive()),
+            date: (!response.date.is_zero()).then_some(response.date),
             note: None,
         }
     }
@@ -217,7 +248,7 @@ pub struct Payment {
     pub created_at: String,
     /// When its state last changed (RFC 3339, +08:00).
     pub updated_at: String,
-    /// The latest POS data the terminal gave (code, trace, batch, rrn, auth, card, amount).
+    /// The latest POS data the terminal gave (code, trace, batch, rrn, auth, card, amount, date).
     pub pos: TerminalSaid,
 }
 

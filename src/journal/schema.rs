@@ -28,6 +28,7 @@ pub(crate) struct Migration {
 pub(crate) const MIGRATIONS: &[Migration] = &[
     Migration { version: 1, name: "roster lines and collectors", sql: V1 },
     Migration { version: 2, name: "terminals, payments, transitions, ledger outbox, settlements", sql: V2 },
+    Migration { version: 3, name: "terminal names, reversals, listing and settlement indexes", sql: V3 },
 ];
 
 /// The newest schema version this program knows: the last migration's.
@@ -181,6 +182,73 @@ CREATE TABLE settlements (
     at TEXT NOT NULL,
     FOREIGN KEY (terminal_id, batch_no) REFERENCES terminal_batches (terminal_id, batch_no)
 ) STRICT;
+";
+
+/// Version 3: terminal names (a terminal registered before is named by its id until registered again),
+/// the terminal's transaction date (`txn_date`) beside the other POS data,
+/// reversals (void / refund, each with its own ECR reference) with their append-only history, and the
+/// indexes the listings and the settlement totals read through. A partial unique index allows at most
+/// one reversal per payment that is under way or approved.
+const V3: &str = "
+ALTER TABLE terminals ADD COLUMN name TEXT;
+UPDATE terminals SET name = id WHERE name IS NULL;
+
+ALTER TABLE payments ADD COLUMN txn_date TEXT;
+ALTER TABLE payment_transitions ADD COLUMN txn_date TEXT;
+
+CREATE INDEX payments_by_created_at ON payments (created_at);
+CREATE INDEX payments_by_terminal_batch ON payments (terminal_id, batch_no);
+
+CREATE TABLE reversals (
+    id TEXT PRIMARY KEY,
+    payment_id TEXT NOT NULL REFERENCES payments (id),
+    kind TEXT NOT NULL CHECK (kind IN ('void', 'refund')),
+    amount_fen INTEGER NOT NULL CHECK (amount_fen > 0),
+    terminal_id TEXT NOT NULL REFERENCES terminals (id),
+    operator TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('created', 'sent', 'approved', 'declined', 'unknown', 'not_charged')),
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    response_code TEXT,
+    response_text TEXT,
+    trace TEXT,
+    batch_no TEXT,
+    rrn TEXT,
+    auth_code TEXT,
+    card_masked TEXT,
+    approved_fen INTEGER,
+    txn_date TEXT
+) STRICT;
+CREATE INDEX reversals_by_payment ON reversals (payment_id, created_at);
+CREATE INDEX reversals_by_state ON reversals (state);
+CREATE INDEX reversals_by_terminal_batch ON reversals (terminal_id, batch_no);
+CREATE UNIQUE INDEX reversals_one_open_per_payment ON reversals (payment_id)
+    WHERE state IN ('created', 'sent', 'unknown', 'approved');
+
+CREATE TABLE reversal_transitions (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    reversal_id TEXT NOT NULL REFERENCES reversals (id),
+    at TEXT NOT NULL,
+    from_state TEXT,
+    to_state TEXT NOT NULL,
+    response_code TEXT,
+    response_text TEXT,
+    trace TEXT,
+    batch_no TEXT,
+    rrn TEXT,
+    auth_code TEXT,
+    card_masked TEXT,
+    amount_fen INTEGER,
+    note TEXT,
+    txn_date TEXT
+) STRICT;
+CREATE INDEX reversal_transitions_by_reversal ON reversal_transitions (reversal_id, seq);
+CREATE TRIGGER reversal_transitions_no_update BEFORE UPDATE ON reversal_transitions
+BEGIN SELECT RAISE(ABORT, 'reversal_transitions is append-only'); END;
+CREATE TRIGGER reversal_transitions_no_delete BEFORE DELETE ON reversal_transitions
+BEGIN SELECT RAISE(ABORT, 'reversal_transitions is append-only'); END;
+
+CREATE INDEX settlements_by_terminal ON settlements (terminal_id, id);
 ";
 
 /// Why a migration step failed.

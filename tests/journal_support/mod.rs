@@ -74,6 +74,7 @@ pub fn collector(n: u32) -> Collector {
 pub fn terminal() -> Terminal {
     Terminal {
         id: TerminalId::new(TERMINAL).unwrap(),
+        name: "T01".to_owned(),
         collection_point: CollectionPointCode::parse(POINT).unwrap(),
         merchant_id: Some("898410473990001".to_owned()),
         link: "tcp:127.0.0.1:9100".to_owned(),
@@ -108,6 +109,7 @@ pub fn approved(amount: i64, trace: u64) -> TerminalSaid {
         auth: Some(AuthCode::new("A1B2C3").unwrap()),
         card: Some(MaskedPan::new("622202******1234").unwrap()),
         amount: Some(Fen::from_fen(amount)),
+        date: Some(zhengjiao_protocol::message::Date::new("20201021").unwrap()),
         note: None,
     }
 }

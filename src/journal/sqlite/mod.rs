@@ -3,7 +3,9 @@
 mod codec;
 mod open;
 mod payment;
+mod reversal;
 mod roster;
+mod settlement;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -12,16 +14,18 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 use tokio::sync::Semaphore;
+use zhengjiao_protocol::message::{Batch, TerminalId};
 use zhengjiao_protocol::EcrReference;
 
 use super::error::{
-    CreatePaymentError, ForwardError, ImportError, OpenError, ReadError, RegisterTerminalError, StorageError,
-    TransitionError,
+    CreatePaymentError, CreateReversalError, ForwardError, ImportError, OpenError, ReadError, RegisterTerminalError,
+    SettlementError, StorageError, TransitionError,
 };
 use super::writer::{is_io_failure, Refusal, Shared, StoreMetrics, Writer, WriterConfig};
 use super::{
-    Collector, ImportOutcome, NewPayment, OutboxEntry, Payment, PaymentState, RosterLine, Store, StoredLine, Terminal,
-    TerminalSaid, TransitionOutcome, TransitionRecord,
+    BatchTotals, Collector, ImportOutcome, NewPayment, NewReversal, OutboxEntry, Payment, PaymentFilter, PaymentState,
+    Reversal, ReversalOutcome, RosterLine, SettlementRecord, Store, StoredLine, Terminal, TerminalSaid,
+    TransitionOutcome, TransitionRecord,
 };
 use crate::clock::Clock;
 use crate::domain::{CollectionSerial, IdNumber, Insurance};
@@ -313,6 +317,10 @@ impl Store for SqliteStore {
         self.inner.writer.submit(move |ctx| payment::register_terminal(ctx, &terminal)).await
     }
 
+    async fn terminals(&self) -> Result<Vec<Terminal>, ReadError> {
+        self.read(payment::terminals).await
+    }
+
     async fn record_payment_created(&self, new: NewPayment) -> Result<Payment, CreatePaymentError> {
         self.inner.writer.submit(move |ctx| payment::record_created(ctx, &new)).await
     }
@@ -344,7 +352,7 @@ impl Store for SqliteStore {
 
     async fn payment_history(&self, id: &EcrReference) -> Result<Vec<TransitionRecord>, ReadError> {
         let id = *id;
-        self.read(move |conn, shared| payment::history(conn, shared, id.as_str())).await
+        self.read(move |conn, shared| payment::history(conn, shared, payment::History::Payment, id.as_str())).await
     }
 
     async fn payments_in(&self, states: &[PaymentState]) -> Result<Vec<Payment>, ReadError> {
@@ -354,6 +362,68 @@ impl Store for SqliteStore {
 
     async fn pending_outbox(&self, limit: usize) -> Result<Vec<OutboxEntry>, ReadError> {
         self.read(move |conn, shared| payment::pending_outbox(conn, shared, limit)).await
+    }
+
+    async fn payments(&self, filter: PaymentFilter) -> Result<Vec<Payment>, ReadError> {
+        self.read(move |conn, shared| payment::payments(conn, shared, &filter)).await
+    }
+
+    async fn record_reversal_created(&self, new: NewReversal) -> Result<Reversal, CreateReversalError> {
+        self.inner.writer.submit(move |ctx| reversal::record_created(ctx, &new)).await
+    }
+
+    async fn transition_reversal(
+        &self,
+        id: &EcrReference,
+        to: PaymentState,
+        said: TerminalSaid,
+    ) -> Result<ReversalOutcome, TransitionError> {
+        let id = *id;
+        self.inner.writer.submit(move |ctx| reversal::transition(ctx, &id, to, &said)).await
+    }
+
+    async fn reversal(&self, id: &EcrReference) -> Result<Option<Reversal>, ReadError> {
+        let id = *id;
+        self.read(move |conn, shared| reversal::reversal(conn, shared, id.as_str())).await
+    }
+
+    async fn reversal_history(&self, id: &EcrReference) -> Result<Vec<TransitionRecord>, ReadError> {
+        let id = *id;
+        self.read(move |conn, shared| payment::history(conn, shared, payment::History::Reversal, id.as_str())).await
+    }
+
+    async fn reversals_of(&self, payment: &EcrReference) -> Result<Vec<Reversal>, ReadError> {
+        let payment = *payment;
+        self.read(move |conn, shared| reversal::reversals_of(conn, shared, payment.as_str())).await
+    }
+
+    async fn reversals_in(&self, states: &[PaymentState]) -> Result<Vec<Reversal>, ReadError> {
+        let states = states.to_vec();
+        self.read(move |conn, shared| reversal::reversals_in(conn, shared, &states)).await
+    }
+
+    async fn batch_totals(&self, terminal: &TerminalId, batch: &Batch) -> Result<BatchTotals, ReadError> {
+        let (terminal, batch) = (*terminal, *batch);
+        self.read(move |conn, _| settlement::batch_totals(conn, &terminal, &batch)).await
+    }
+
+    async fn record_settlement(
+        &self,
+        terminal: &TerminalId,
+        batch: &Batch,
+        terminal_totals: BatchTotals,
+        journal_totals: BatchTotals,
+    ) -> Result<SettlementRecord, SettlementError> {
+        let (terminal, batch) = (*terminal, *batch);
+        self.inner
+            .writer
+            .submit(move |ctx| settlement::record_settlement(ctx, &terminal, &batch, &terminal_totals, &journal_totals))
+            .await
+    }
+
+    async fn settlements(&self, terminal: Option<&TerminalId>) -> Result<Vec<SettlementRecord>, ReadError> {
+        let terminal = terminal.copied();
+        self.read(move |conn, shared| settlement::settlements(conn, shared, terminal.as_ref())).await
     }
 
     fn metrics(&self) -> StoreMetrics {

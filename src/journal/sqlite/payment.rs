@@ -1,20 +1,21 @@
 //! Terminals, payments, their history and the ledger outbox: the writes and the reads.
 
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
 use serde_json::{json, Value};
-use zhengjiao_protocol::message::{AuthCode, Batch, Rrn, TerminalId, Till, Trace};
+use zhengjiao_protocol::message::{AuthCode, Batch, Date, Rrn, TerminalId, Till, Trace};
 use zhengjiao_protocol::{EcrReference, MaskedPan, ResponseCode};
 
 use super::super::error::{CreatePaymentError, ForwardError, RegisterTerminalError, StorageError, TransitionError};
 use super::super::payment::{
-    Effect, EntryKind, NewPayment, OutboxEntry, Payment, PaymentState, Terminal, TerminalSaid, TransitionOutcome,
-    TransitionRecord,
+    Effect, EntryKind, NewPayment, OutboxEntry, Payment, PaymentFilter, PaymentState, Terminal, TerminalSaid,
+    TransitionOutcome, TransitionRecord,
 };
 use super::super::writer::{Ctx, Refusal, Shared};
 use super::super::LineKey;
 use super::codec::{parse, stamp_seconds};
 use super::ReadFail;
-use crate::domain::{CollectionSerial, Fen, Insurance, StaffNumber};
+use crate::domain::{CollectionPointCode, CollectionSerial, Fen, Insurance, StaffNumber};
 
 /// The states in which a payment is under way, as an SQL list.
 const UNDER_WAY: &str = "('created', 'sent', 'unknown')";
@@ -23,15 +24,44 @@ const UNDER_WAY: &str = "('created', 'sent', 'unknown')";
 pub(super) fn register_terminal(ctx: &Ctx<'_>, t: &Terminal) -> Result<(), Refusal<RegisterTerminalError>> {
     ctx.conn
         .prepare_cached(
-            "INSERT INTO terminals (id, collection_point, merchant_id, link, registered_at)
-             VALUES (?1, ?2, ?3, ?4, ?5)
+            "INSERT INTO terminals (id, collection_point, merchant_id, link, registered_at, name)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
              ON CONFLICT (id) DO UPDATE SET collection_point = excluded.collection_point,
-                 merchant_id = excluded.merchant_id, link = excluded.link, updated_at = excluded.registered_at
+                 merchant_id = excluded.merchant_id, link = excluded.link, name = excluded.name,
+                 updated_at = excluded.registered_at
              WHERE collection_point IS NOT excluded.collection_point OR merchant_id IS NOT excluded.merchant_id
-                OR link IS NOT excluded.link",
+                OR link IS NOT excluded.link OR name IS NOT excluded.name",
         )?
-        .execute(params![t.id.as_str(), t.collection_point.as_str(), t.merchant_id, t.link, ctx.now()])?;
+        .execute(params![t.id.as_str(), t.collection_point.as_str(), t.merchant_id, t.link, ctx.now(), t.name])?;
     Ok(())
+}
+
+/// Every terminal, by id.
+pub(super) fn terminals(conn: &Connection, shared: &Shared) -> Result<Vec<Terminal>, ReadFail> {
+    let mut stmt =
+        conn.prepare_cached("SELECT id, name, collection_point, merchant_id, link FROM terminals ORDER BY id")?;
+    let mut rows = stmt.query([])?;
+    let mut out = Vec::new();
+    let t = "terminals";
+    while let Some(r) = rows.next()? {
+        let id: String = r.get(0)?;
+        out.push(Terminal {
+            id: parse(shared, t, &id, "id", &id, TerminalId::new)?,
+            // Registered before schema version 3 and not since: named by its id.
+            name: r.get::<_, Option<String>>(1)?.unwrap_or_else(|| id.clone()),
+            collection_point: parse(
+                shared,
+                t,
+                &id,
+                "collection_point",
+                &r.get::<_, String>(2)?,
+                CollectionPointCode::parse,
+            )?,
+            merchant_id: r.get(3)?,
+            link: r.get(4)?,
+        });
+    }
+    Ok(out)
 }
 
 /// Records a new payment as `created`.
@@ -46,7 +76,9 @@ pub(super) fn record_created(ctx: &Ctx<'_>, p: &NewPayment) -> Result<Payment, R
     if !p.amount.is_positive() {
         return refuse(CreatePaymentError::BadAmount { id: id.to_owned() });
     }
-    if conn.prepare_cached("SELECT 1 FROM payments WHERE id = ?1")?.exists([id])? {
+    if conn.prepare_cached("SELECT 1 FROM payments WHERE id = ?1")?.exists([id])?
+        || conn.prepare_cached("SELECT 1 FROM reversals WHERE id = ?1")?.exists([id])?
+    {
         return refuse(CreatePaymentError::DuplicateId { id: id.to_owned() });
     }
     let line = conn
@@ -85,7 +117,7 @@ pub(super) fn record_created(ctx: &Ctx<'_>, p: &NewPayment) -> Result<Payment, R
         p.operator.as_str(),
         now
     ])?;
-    insert_transition(conn, id, &now, None, PaymentState::Created, &TerminalSaid::default())?;
+    insert_transition(conn, History::Payment, id, &now, None, PaymentState::Created, &TerminalSaid::default())?;
     Ok(Payment {
         id: p.id,
         line: p.line.clone(),
@@ -100,21 +132,67 @@ pub(super) fn record_created(ctx: &Ctx<'_>, p: &NewPayment) -> Result<Payment, R
     })
 }
 
-/// Appends one step to a payment's history.
-fn insert_transition(
+/// An append-only history: a payment's or a reversal's (the same shape).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum History {
+    /// `payment_transitions`.
+    Payment,
+    /// `reversal_transitions`.
+    Reversal,
+}
+
+impl History {
+    const fn table(self) -> &'static str {
+        match self {
+            History::Payment => "payment_transitions",
+            History::Reversal => "reversal_transitions",
+        }
+    }
+
+    const fn insert(self) -> &'static str {
+        match self {
+            History::Payment => {
+                "INSERT INTO payment_transitions (payment_id, at, from_state, to_state, response_code, response_text,
+                                                  trace, batch_no, rrn, auth_code, card_masked, amount_fen, note,
+                                                  txn_date)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
+            }
+            History::Reversal => {
+                "INSERT INTO reversal_transitions (reversal_id, at, from_state, to_state, response_code, response_text,
+                                                   trace, batch_no, rrn, auth_code, card_masked, amount_fen, note,
+                                                   txn_date)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
+            }
+        }
+    }
+
+    const fn select(self) -> &'static str {
+        match self {
+            History::Payment => {
+                "SELECT seq, at, from_state, to_state, response_code, response_text, trace, batch_no, rrn, auth_code,
+                        card_masked, amount_fen, txn_date, note
+                 FROM payment_transitions WHERE payment_id = ?1 ORDER BY seq"
+            }
+            History::Reversal => {
+                "SELECT seq, at, from_state, to_state, response_code, response_text, trace, batch_no, rrn, auth_code,
+                        card_masked, amount_fen, txn_date, note
+                 FROM reversal_transitions WHERE reversal_id = ?1 ORDER BY seq"
+            }
+        }
+    }
+}
+
+/// Appends one step to a payment's or a reversal's history.
+pub(super) fn insert_transition(
     conn: &Connection,
+    history: History,
     id: &str,
     at: &str,
     from: Option<PaymentState>,
     to: PaymentState,
     said: &TerminalSaid,
 ) -> rusqlite::Result<()> {
-    conn.prepare_cached(
-        "INSERT INTO payment_transitions (payment_id, at, from_state, to_state, response_code, response_text, trace,
-                                          batch_no, rrn, auth_code, card_masked, amount_fen, note)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-    )?
-    .execute(params![
+    conn.prepare_cached(history.insert())?.execute(params![
         id,
         at,
         from.map(PaymentState::as_str),
@@ -128,6 +206,7 @@ fn insert_transition(
         said.card.as_ref().map(MaskedPan::as_str),
         said.amount.map(Fen::as_fen),
         said.note,
+        said.date.as_ref().map(Date::as_str),
     ])?;
     Ok(())
 }
@@ -138,6 +217,18 @@ pub(super) fn transition(
     id: &EcrReference,
     to: PaymentState,
     said: &TerminalSaid,
+) -> Result<TransitionOutcome, Refusal<TransitionError>> {
+    transition_with(ctx, id, to, said, None)
+}
+
+/// Records a transition and its effects; for `voided` / `refunded`, `reversal_amount` (a reversal's
+/// amount) is the reversal entry's amount instead of the payment's.
+pub(super) fn transition_with(
+    ctx: &Ctx<'_>,
+    id: &EcrReference,
+    to: PaymentState,
+    said: &TerminalSaid,
+    reversal_amount: Option<Fen>,
 ) -> Result<TransitionOutcome, Refusal<TransitionError>> {
     let conn = ctx.conn;
     let pid = id.as_str();
@@ -165,7 +256,8 @@ pub(super) fn transition(
             "UPDATE payments SET response_code = coalesce(?2, response_code),
                  response_text = coalesce(?3, response_text), trace = coalesce(?4, trace),
                  batch_no = coalesce(?5, batch_no), rrn = coalesce(?6, rrn), auth_code = coalesce(?7, auth_code),
-                 card_masked = coalesce(?8, card_masked), approved_fen = coalesce(?9, approved_fen)
+                 card_masked = coalesce(?8, card_masked), approved_fen = coalesce(?9, approved_fen),
+                 txn_date = coalesce(?10, txn_date)
              WHERE id = ?1",
         )?
         .execute(params![
@@ -178,9 +270,10 @@ pub(super) fn transition(
             said.auth.as_ref().map(AuthCode::as_str),
             said.card.as_ref().map(MaskedPan::as_str),
             said.amount.map(Fen::as_fen),
+            said.date.as_ref().map(Date::as_str),
         ])?;
     }
-    insert_transition(conn, pid, &now, Some(from), to, said)?;
+    insert_transition(conn, History::Payment, pid, &now, Some(from), to, said)?;
     if let Some(batch) = &said.batch {
         conn.prepare_cached(
             "INSERT OR IGNORE INTO terminal_batches (terminal_id, batch_no, first_seen_at) VALUES (?1, ?2, ?3)",
@@ -192,7 +285,7 @@ pub(super) fn transition(
     };
     let effect = match to {
         PaymentState::Approved => approve(ctx, &after, said)?,
-        PaymentState::Voided | PaymentState::Refunded => reverse(ctx, &after, said)?,
+        PaymentState::Voided | PaymentState::Refunded => reverse(ctx, &after, said, reversal_amount)?,
         _ => Effect::None,
     };
     Ok(TransitionOutcome { payment: after, from, effect })
@@ -216,13 +309,13 @@ fn approve(ctx: &Ctx<'_>, p: &Payment, said: &TerminalSaid) -> rusqlite::Result<
         return Ok(Effect::LineAlreadyPaid { by: by.unwrap_or_default() });
     }
     let entry_id = EntryKind::Payment.entry_id(p.id.as_str());
-    let payload = entry_payload(ctx, p, &entry_id, EntryKind::Payment, None, &p.pos)?;
+    let payload = entry_payload(ctx, p, p.amount, &entry_id, EntryKind::Payment, None, &p.pos)?;
     insert_entry(ctx, &entry_id, EntryKind::Payment, p.id.as_str(), None, &payload)?;
     Ok(Effect::Bound { entry_id })
 }
 
 /// `voided` / `refunded`: releases the line and writes the reversal entry when there is a payment entry.
-fn reverse(ctx: &Ctx<'_>, p: &Payment, said: &TerminalSaid) -> rusqlite::Result<Effect> {
+fn reverse(ctx: &Ctx<'_>, p: &Payment, said: &TerminalSaid, amount: Option<Fen>) -> rusqlite::Result<Effect> {
     let conn = ctx.conn;
     let line_id = line_id(conn, p.id.as_str())?;
     conn.prepare_cached("UPDATE roster_lines SET paid_by = NULL WHERE id = ?1 AND paid_by = ?2")?
@@ -237,7 +330,8 @@ fn reverse(ctx: &Ctx<'_>, p: &Payment, said: &TerminalSaid) -> rusqlite::Result<
     let entry_id = EntryKind::Reversal.entry_id(p.id.as_str());
     // The reversal carries the void's (or refund's) own POS numbers and the sale's card.
     let pos = TerminalSaid { card: said.card.or(p.pos.card), ..said.clone() };
-    let payload = entry_payload(ctx, p, &entry_id, EntryKind::Reversal, Some(&reverses), &pos)?;
+    let amount = amount.unwrap_or(p.amount);
+    let payload = entry_payload(ctx, p, amount, &entry_id, EntryKind::Reversal, Some(&reverses), &pos)?;
     insert_entry(ctx, &entry_id, EntryKind::Reversal, p.id.as_str(), Some(&reverses), &payload)?;
     Ok(Effect::Reversed { entry_id: Some(entry_id) })
 }
@@ -247,9 +341,11 @@ fn line_id(conn: &Connection, payment: &str) -> rusqlite::Result<i64> {
 }
 
 /// The ENTRY object of ledger-api.md for a payment or its reversal.
+#[allow(clippy::too_many_arguments)]
 fn entry_payload(
     ctx: &Ctx<'_>,
     p: &Payment,
+    amount: Fen,
     entry_id: &str,
     kind: EntryKind,
     reverses: Option<&str>,
@@ -274,7 +370,7 @@ fn entry_payload(
         "year": p.line.year,
         "payer_id": payer_id,
         "payer_name": payer_name,
-        "amount": p.amount.to_yuan_string(),
+        "amount": amount.to_yuan_string(),
         "channel": "pos",
         "collection_point": point,
         "collector": p.operator.as_str(),
@@ -346,7 +442,8 @@ pub(super) fn mark_forwarded(ctx: &Ctx<'_>, entry_id: &str, voucher: &str) -> Re
             .execute(params![payment_id, now])?;
         if moved == 1 {
             let note = TerminalSaid::note(format!("ledger holds entry {entry_id}: tax voucher {voucher}"));
-            insert_transition(conn, &payment_id, &now, Some(PaymentState::Approved), PaymentState::Forwarded, &note)?;
+            let (from, to) = (Some(PaymentState::Approved), PaymentState::Forwarded);
+            insert_transition(conn, History::Payment, &payment_id, &now, from, to, &note)?;
         }
     }
     Ok(())
@@ -378,11 +475,11 @@ pub(super) fn mark_forward_failed(
 /// The columns [`read_payment`] reads, in its order.
 const PAYMENT_COLUMNS: &str = "p.id, l.serial, l.insurance, l.year, p.amount_fen, p.terminal_id, p.till, p.operator,
     p.state, p.created_at, p.updated_at, p.response_code, p.response_text, p.trace, p.batch_no, p.rrn, p.auth_code,
-    p.card_masked, p.approved_fen";
+    p.card_masked, p.approved_fen, p.txn_date";
 
-/// POS data stored from column `first` on: code, text, trace, batch, rrn, auth, card, amount (then,
-/// when `note`, the note).
-fn read_said(
+/// POS data stored from column `first` on: code, text, trace, batch, rrn, auth, card, amount, date
+/// (then, when `note`, the note).
+pub(super) fn read_said(
     shared: &Shared,
     table: &'static str,
     key: &str,
@@ -410,7 +507,8 @@ fn read_said(
         auth: field(shared, table, key, "auth_code", opt(5)?, AuthCode::new)?,
         card: field(shared, table, key, "card_masked", opt(6)?, MaskedPan::new)?,
         amount: r.get::<_, Option<i64>>(first + 7)?.map(Fen::from_fen),
-        note: if note { r.get(first + 8)? } else { None },
+        date: field(shared, table, key, "txn_date", opt(8)?, Date::new)?,
+        note: if note { r.get(first + 9)? } else { None },
     })
 }
 
@@ -473,16 +571,17 @@ pub(super) fn payments_in(
     Ok(out)
 }
 
-/// A payment's history, oldest first.
-pub(super) fn history(conn: &Connection, shared: &Shared, id: &str) -> Result<Vec<TransitionRecord>, ReadFail> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT seq, at, from_state, to_state, response_code, response_text, trace, batch_no, rrn, auth_code,
-                card_masked, amount_fen, note
-         FROM payment_transitions WHERE payment_id = ?1 ORDER BY seq",
-    )?;
+/// A payment's or a reversal's history, oldest first.
+pub(super) fn history(
+    conn: &Connection,
+    shared: &Shared,
+    which: History,
+    id: &str,
+) -> Result<Vec<TransitionRecord>, ReadFail> {
+    let mut stmt = conn.prepare_cached(which.select())?;
     let mut rows = stmt.query([id])?;
     let mut out = Vec::new();
-    let t = "payment_transitions";
+    let t = which.table();
     while let Some(r) = rows.next()? {
         let seq: i64 = r.get(0)?;
         let key = format!("{id}#{seq}");
@@ -499,6 +598,57 @@ pub(super) fn history(conn: &Connection, shared: &Shared, id: &str) -> Result<Ve
         });
     }
     Ok(out)
+}
+
+/// Payments matching `filter`, oldest first, at most `filter.limit`.
+pub(super) fn payments(conn: &Connection, shared: &Shared, filter: &PaymentFilter) -> Result<Vec<Payment>, ReadFail> {
+    let mut conditions = Vec::new();
+    let mut values: Vec<SqlValue> = Vec::new();
+    let mut condition = |sql: &str, value: SqlValue| {
+        values.push(value);
+        conditions.push(sql.replace('?', &format!("?{}", values.len())));
+    };
+    if let Some(date) = filter.date {
+        // Stored times are fixed-width RFC 3339 at +08:00: the local day is a prefix, and the next day's
+        // date bounds it, so the range reads through the index on created_at.
+        condition("p.created_at >= ?", SqlValue::from(day(date)));
+        condition(
+            "p.created_at < ?",
+            SqlValue::from(date.next_day().map(day).unwrap_or_else(|| "9999-99-99".to_owned())),
+        );
+    }
+    if let Some(state) = filter.state {
+        condition("p.state = ?", SqlValue::from(state.as_str().to_owned()));
+    }
+    if let Some(terminal) = filter.terminal {
+        condition("p.terminal_id = ?", SqlValue::from(terminal.as_str().to_owned()));
+    }
+    if let Some(point) = &filter.collection_point {
+        condition("l.collection_point = ?", SqlValue::from(point.as_str().to_owned()));
+    }
+    if let Some(line) = &filter.line {
+        condition("l.serial = ?", SqlValue::from(line.serial.as_str().to_owned()));
+        condition("l.insurance = ?", SqlValue::from(line.insurance.code().to_owned()));
+        condition("l.year = ?", SqlValue::from(line.year));
+    }
+    values.push(SqlValue::Integer(i64::try_from(filter.limit).unwrap_or(i64::MAX)));
+    let limit = values.len();
+    let conditions = if conditions.is_empty() { "1".to_owned() } else { conditions.join(" AND ") };
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {PAYMENT_COLUMNS} FROM payments p JOIN roster_lines l ON l.id = p.line_id
+         WHERE {conditions} ORDER BY p.created_at, p.id LIMIT ?{limit}"
+    ))?;
+    let mut rows = stmt.query(params_from_iter(values))?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        out.push(read_payment(shared, r)?);
+    }
+    Ok(out)
+}
+
+/// A date as the first characters of the stored times of that day: `2020-10-21`.
+fn day(date: time::Date) -> String {
+    format!("{:04}-{:02}-{:02}", date.year(), u8::from(date.month()), date.day())
 }
 
 /// Up to `limit` entries still to send, in the order written.
