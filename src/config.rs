@@ -650,16 +650,12 @@ fn create_data_dir(dir: &Path) -> std::io::Result<()> {
     builder.create(dir)
 }
 
-/// `zhengjiao serve --config FILE`, as far as it goes today: it refuses to start on any problem
-/// (exit 1 with the list), otherwise validates, prepares the data directory and exits 0. The
-/// collection flow (terminals, API, ledger forwarding) arrives with a later issue; this does not
-/// pretend to serve.
+/// `zhengjiao serve --config FILE`: refuses to start on any configuration problem (exit 1 with the
+/// list), otherwise opens the journal, starts the terminal links and the collection service, and serves
+/// the operator API (docs/api.md) until SIGINT or SIGTERM.
 pub async fn serve_command(path: &Path) -> ExitCode {
     match prepare_serve(path) {
-        Ok(_) => {
-            tracing::warn!("the collection flow is not implemented yet; exiting after validation");
-            ExitCode::SUCCESS
-        }
+        Ok(config) => crate::api::serve(config).await,
         Err(code) => code,
     }
 }

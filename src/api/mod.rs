@@ -1,1 +1,213 @@
-//! (in progress)
+//! The operator HTTP API (axum), documented in `docs/api.md`: bearer tokens checked against the
+//! configuration's SHA-256 digests, collectors confined to their collection point, JSON errors with a
+//! stable `code`.
+
+mod body;
+mod routes;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use crate::collect::{Collection, CollectionSettings, Operator, ServiceError};
+use crate::config::Config;
+use crate::import::journal_path;
+use crate::journal::{JournalOptions, SqliteStore};
+
+pub use routes::router;
+
+/// The most bytes a request body may have (an import file included).
+pub const MAX_BODY: usize = 256 * 1024 * 1024;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct ApiState {
+    /// The collection service.
+    pub collection: Collection,
+    /// Operators by the hex SHA-256 of their token.
+    operators: Arc<HashMap<String, Operator>>,
+    /// Where imports are staged.
+    data_dir: PathBuf,
+}
+
+impl ApiState {
+    /// The state for a service and the configuration's operators.
+    pub fn new(collection: Collection, config: &Config) -> ApiState {
+        let operators =
+            config.operators.iter().map(|o| (o.token_sha256.to_ascii_lowercase(), Operator::from_config(o))).collect();
+        ApiState { collection, operators: Arc::new(operators), data_dir: config.data_dir.clone() }
+    }
+
+    /// The operator a request's bearer token names.
+    fn operator(&self, headers: &HeaderMap) -> Result<Operator, ApiError> {
+        let value = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .ok_or_else(|| ApiError::unauthorized("an Authorization: Bearer token is required"))?;
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| ApiError::unauthorized("the Authorization header must be \"Bearer TOKEN\""))?;
+        let digest = Sha256::digest(token.as_bytes());
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        self.operators.get(&hex).cloned().ok_or_else(|| ApiError::unauthorized("no operator has this token"))
+    }
+}
+
+/// An error answer: a status and a JSON body with `code` and `message` (and more fields).
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    body: Value,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &str, message: impl Into<String>) -> ApiError {
+        ApiError { status, body: json!({"code": code, "message": message.into()}) }
+    }
+
+    fn unauthorized(message: &str) -> ApiError {
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    fn bad(field: &str, message: impl Into<String>) -> ApiError {
+        let message = message.into();
+        let mut e = ApiError::new(StatusCode::BAD_REQUEST, "bad_request", format!("{field}: {message}"));
+        e.with("field", json!(field));
+        e
+    }
+
+    fn with(&mut self, key: &str, value: Value) {
+        if let Some(obj) = self.body.as_object_mut() {
+            obj.insert(key.to_owned(), value);
+        }
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        let message = e.to_string();
+        match e {
+            ServiceError::BadRequest { field, message } => ApiError::bad(field, message),
+            ServiceError::Forbidden(m) => ApiError::new(StatusCode::FORBIDDEN, "forbidden", m),
+            ServiceError::NotFound { what, .. } => {
+                let mut e = ApiError::new(StatusCode::NOT_FOUND, "not_found", message);
+                e.with("what", json!(what));
+                e
+            }
+            ServiceError::Conflict { reason, .. } => {
+                let mut e = ApiError::new(StatusCode::CONFLICT, "conflict", message);
+                e.with("reason", json!(reason));
+                e
+            }
+            ServiceError::Policy { rule, .. } => {
+                let mut e = ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "policy", message);
+                e.with("rule", json!(rule.code()));
+                e
+            }
+            ServiceError::TerminalUnavailable(m) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "terminal_unavailable", m)
+            }
+            ServiceError::Journal(m) => {
+                tracing::error!(error = %m, "journal failure answered 500");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", m)
+            }
+            // Future variants: an internal error, never a panic.
+            #[allow(unreachable_patterns)]
+            _ => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body)).into_response()
+    }
+}
+
+/// `zhengjiao serve`: opens the journal, starts the collection service (terminal links, recovery of
+/// unknown outcomes) and serves the API until SIGINT or SIGTERM. Prints `listening http://ADDR` on
+/// standard output once the API accepts connections.
+pub async fn serve(config: Config) -> ExitCode {
+    let clock = config.clock.start();
+    let options = JournalOptions { clock, ..JournalOptions::default() };
+    let store = match SqliteStore::open(journal_path(&config.data_dir), options).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("serve: cannot open the journal: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let collection = match Collection::start(&config, store.clone(), clock, CollectionSettings::default()).await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("serve: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let listener = match tokio::net::TcpListener::bind(config.api_listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("serve: cannot listen on {}: {e}", config.api_listen);
+            return ExitCode::FAILURE;
+        }
+    };
+    let addr: SocketAddr = match listener.local_addr() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("serve: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let app = router(ApiState::new(collection.clone(), &config));
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        // Readiness line for supervisors and tests; a closed stdout does not stop the daemon.
+        let _ = writeln!(out, "listening http://{addr}");
+        let _ = out.flush();
+    }
+    tracing::info!(%addr, terminals = config.terminals.len(), "API listening");
+    let served = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await;
+    collection.shutdown().await;
+    store.close().await;
+    match served {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("serve: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+    tracing::info!("shutting down");
+}

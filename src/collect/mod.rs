@@ -1,1 +1,343 @@
-//! (in progress)
+//! The collection service (征缴): from a collector's request to a payment bound to its contribution
+//! line, exactly once, whatever the cable, the terminal or the process does.
+//!
+//! - [`Collection::collect`] checks the policy, records the payment `created` in the journal before any
+//!   byte goes to the terminal, hands the SALE to the terminal's link and records the answer: `approved`
+//!   binds the line and queues the ledger entry in the same journal transaction; any other code is a
+//!   decline; no answer is `unknown`. An approval that turns out wrong (another amount, the line paid
+//!   meanwhile) is voided automatically.
+//! - **Unknown outcomes** (wire-protocol.md §4 rule 7) are asked with QUERY: by a recovery task per
+//!   terminal, after every sign-in (so on every reconnect and every start of the daemon), whenever a new
+//!   unknown appears, every [`CollectionSettings::retry_every`] while some remain, and on demand
+//!   ([`Collection::query`]). Only the terminal's answer moves a payment out of `unknown`.
+//! - **Voids and refunds** ([`Collection::void`], [`Collection::refund`]) carry their own ECR reference
+//!   and follow the same rules; approved, they reverse the payment at the ledger.
+//! - **Settlement** ([`Collection::settle`]) closes the terminal's batch and compares its totals with the
+//!   journal's.
+//!
+//! Per terminal, a batch gate (a read-write lock) keeps SETTLE apart from money exchanges: every sale, void
+//! and refund holds it shared from its `created` record until its outcome is recorded, and SETTLE holds it
+//! alone, so a batch's totals are compared only once every exchange of that batch is in the journal.
+
+mod error;
+mod flow;
+mod lookup;
+mod settle;
+mod view;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{watch, Notify, RwLock};
+use zhengjiao_protocol::message::{OperatorId, Till};
+
+use crate::clock::Clock;
+use crate::config::{Config, OperatorConfig, Role};
+use crate::domain::{CollectionPointCode, StaffNumber};
+use crate::journal::{PaymentState, SqliteStore, Store, TerminalSaid};
+use crate::link::{LinkSettings, LinkState, LinkStatus, TerminalLink};
+use crate::policy::Policy;
+
+pub use error::{Rule, ServiceError};
+pub use flow::{CollectRequest, LineChoice, ReversalRequest};
+pub use lookup::{Lookup, MAX_LISTING};
+pub use settle::{differences, SettlementView};
+pub use view::{payment_json, reversal_json, PaymentView};
+
+/// The most a caller may wait for an outcome in one call.
+pub const MAX_WAIT: Duration = Duration::from_secs(600);
+
+/// Tunables of the service.
+#[derive(Debug, Clone, Copy)]
+pub struct CollectionSettings {
+    /// How long a collect, void or refund waits for the outcome by default.
+    pub default_wait: Duration,
+    /// How often the recovery task asks again about outcomes still unknown (while the terminal is
+    /// ready).
+    pub retry_every: Duration,
+}
+
+impl Default for CollectionSettings {
+    fn default() -> Self {
+        CollectionSettings { default_wait: Duration::from_secs(100), retry_every: Duration::from_secs(5) }
+    }
+}
+
+/// Who is asking: an operator of the configuration, found by their token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Operator {
+    /// 工号, sent to the terminal as the operator number.
+    pub staff_no: StaffNumber,
+    /// Their collection point (a collector always has one).
+    pub collection_point: Option<CollectionPointCode>,
+    /// What they may do.
+    pub role: Role,
+}
+
+impl Operator {
+    /// From the configuration.
+    pub fn from_config(o: &OperatorConfig) -> Operator {
+        Operator { staff_no: o.staff_no.clone(), collection_point: o.collection_point.clone(), role: o.role }
+    }
+
+    /// True when the operator may act at `point`: an admin anywhere, a collector at their own point.
+    pub fn may_act_at(&self, point: &CollectionPointCode) -> bool {
+        match self.role {
+            Role::Admin => true,
+            Role::Collector => self.collection_point.as_ref() == Some(point),
+        }
+    }
+
+    /// True for an admin.
+    pub fn is_admin(&self) -> bool {
+        self.role == Role::Admin
+    }
+
+    fn operator_id(&self) -> OperatorId {
+        operator_id(&self.staff_no)
+    }
+}
+
+/// The operator number sent for a staff number (both are at most 8 printable ASCII characters).
+fn operator_id(staff: &StaffNumber) -> OperatorId {
+    OperatorId::new(staff.as_str()).unwrap_or_else(|_| system_operator())
+}
+
+/// The operator number of requests the daemon makes on its own (QUERY, recovery).
+fn system_operator() -> OperatorId {
+    #[allow(clippy::expect_used)]
+    OperatorId::new("ZJ").expect("\"ZJ\" is a valid operator field")
+}
+
+/// The API's word for a link state.
+pub(crate) fn link_state_name(state: LinkState) -> &'static str {
+    match state {
+        LinkState::Connecting => "connecting",
+        LinkState::SigningIn => "signing_in",
+        LinkState::Ready => "ready",
+        LinkState::Down => "down",
+    }
+}
+
+/// One configured terminal and what the service keeps for it.
+pub(crate) struct TerminalEntry {
+    /// Configured name.
+    pub(crate) name: String,
+    /// Where it stands.
+    pub(crate) collection_point: CollectionPointCode,
+    /// 款台号.
+    pub(crate) till: Till,
+    /// Its link actor.
+    pub(crate) link: TerminalLink,
+    /// Wakes the recovery task (a new unknown outcome, a QUERY asked for).
+    pub(crate) kick: Notify,
+    /// Money exchanges hold it shared; SETTLE alone.
+    pub(crate) batch_gate: Arc<RwLock<()>>,
+    /// Held while asking the terminal about its unknown outcomes.
+    pub(crate) resolving: tokio::sync::Mutex<()>,
+    /// The link session whose sign-in the journal has recorded; payments wait for it.
+    pub(crate) registered_session: std::sync::atomic::AtomicU64,
+}
+
+impl TerminalEntry {
+    /// The terminal id (终端号) it reported at its last sign-in.
+    pub(crate) fn terminal_id(&self) -> Option<String> {
+        self.link.status().terminal_id
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) store: SqliteStore,
+    pub(crate) policy: Policy,
+    pub(crate) clock: Clock,
+    pub(crate) settings: CollectionSettings,
+    pub(crate) terminals: Vec<Arc<TerminalEntry>>,
+    pub(crate) by_name: HashMap<String, usize>,
+    /// Bumped after every recorded step, so waiters re-read.
+    pub(crate) changed: watch::Sender<u64>,
+}
+
+/// The collection service; cheap to clone.
+#[derive(Clone)]
+pub struct Collection {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl Collection {
+    /// Starts the service: every payment and reversal found `created` or `sent` (the daemon stopped
+    /// while it was under way) becomes `unknown`, a link actor starts per configured terminal, and a
+    /// recovery task per terminal asks it about every unknown outcome once it has signed in.
+    pub async fn start(
+        config: &Config,
+        store: SqliteStore,
+        clock: Clock,
+        settings: CollectionSettings,
+    ) -> Result<Collection, String> {
+        let mut terminals = Vec::with_capacity(config.terminals.len());
+        let mut by_name = HashMap::new();
+        for t in &config.terminals {
+            let link_settings = LinkSettings::from_config(t).map_err(|e| format!("terminal {}: {e}", t.id))?;
+            let till = link_settings.till;
+            by_name.insert(t.id.clone(), terminals.len());
+            terminals.push(Arc::new(TerminalEntry {
+                name: t.id.clone(),
+                collection_point: t.collection_point.clone(),
+                till,
+                link: crate::link::spawn(link_settings),
+                kick: Notify::new(),
+                batch_gate: Arc::new(RwLock::new(())),
+                resolving: tokio::sync::Mutex::new(()),
+                registered_session: std::sync::atomic::AtomicU64::new(0),
+            }));
+        }
+        let collection = Collection {
+            inner: Arc::new(Inner {
+                store,
+                policy: config.policy.clone(),
+                clock,
+                settings,
+                terminals,
+                by_name,
+                changed: watch::Sender::new(0),
+            }),
+        };
+        collection.mark_interrupted().await.map_err(|e| e.to_string())?;
+        for entry in &collection.inner.terminals {
+            tokio::spawn(collection.clone().recovery(Arc::clone(entry)));
+        }
+        Ok(collection)
+    }
+
+    /// The journal.
+    pub fn store(&self) -> &SqliteStore {
+        &self.inner.store
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> &Policy {
+        &self.inner.policy
+    }
+
+    /// The business clock.
+    pub fn clock(&self) -> &Clock {
+        &self.inner.clock
+    }
+
+    /// Every terminal's link status, in configuration order, with its collection point.
+    pub fn terminals(&self) -> Vec<(CollectionPointCode, LinkStatus)> {
+        self.inner.terminals.iter().map(|t| (t.collection_point.clone(), t.link.status())).collect()
+    }
+
+    /// Closes every link.
+    pub async fn shutdown(&self) {
+        for t in &self.inner.terminals {
+            t.link.shutdown().await;
+        }
+    }
+
+    pub(crate) fn terminal(&self, name: &str) -> Result<&Arc<TerminalEntry>, ServiceError> {
+        self.inner
+            .by_name
+            .get(name)
+            .and_then(|&i| self.inner.terminals.get(i))
+            .ok_or_else(|| ServiceError::not_found("terminal", format!("no terminal named {name:?} is configured")))
+    }
+
+    /// The terminal whose last sign-in reported this terminal id.
+    pub(crate) fn terminal_by_id(&self, terminal_id: &str) -> Option<&Arc<TerminalEntry>> {
+        self.inner.terminals.iter().find(|t| t.terminal_id().as_deref() == Some(terminal_id))
+    }
+
+    pub(crate) fn notify_changed(&self) {
+        self.inner.changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// At start-up: whatever was under way when the daemon stopped is unknown until the terminal says.
+    async fn mark_interrupted(&self) -> Result<(), ServiceError> {
+        let store = &self.inner.store;
+        for p in store.payments_in(&[PaymentState::Created, PaymentState::Sent]).await? {
+            let note = format!("found {} at start-up; asking the terminal", p.state);
+            tracing::warn!(payment = %p.id.as_str(), state = %p.state, "payment under way at start-up is unknown");
+            if let Err(e) = store.transition(&p.id, PaymentState::Unknown, TerminalSaid::note(note)).await {
+                tracing::error!(payment = %p.id.as_str(), error = %e, "cannot mark payment unknown");
+            }
+        }
+        for r in store.reversals_in(&[PaymentState::Created, PaymentState::Sent]).await? {
+            let note = format!("found {} at start-up; asking the terminal", r.state);
+            tracing::warn!(reversal = %r.id.as_str(), state = %r.state, "reversal under way at start-up is unknown");
+            if let Err(e) = store.transition_reversal(&r.id, PaymentState::Unknown, TerminalSaid::note(note)).await {
+                tracing::error!(reversal = %r.id.as_str(), error = %e, "cannot mark reversal unknown");
+            }
+        }
+        Ok(())
+    }
+
+    /// One terminal's recovery task: after each sign-in it registers the terminal in the journal, then
+    /// asks it about every unknown outcome on it; it asks again when kicked, and periodically while some
+    /// remain.
+    async fn recovery(self, entry: Arc<TerminalEntry>) {
+        let mut status = entry.link.watch();
+        let mut registered_session = 0;
+        loop {
+            let current = status.borrow_and_update().clone();
+            let mut remaining = 0;
+            if current.state == LinkState::Ready {
+                if current.session != registered_session && self.register(&entry, &current).await {
+                    registered_session = current.session;
+                    entry.registered_session.store(registered_session, std::sync::atomic::Ordering::Release);
+                    tracing::info!(terminal = %entry.name, session = current.session, "terminal signed in; asking about unknown outcomes");
+                }
+                if registered_session == current.session {
+                    remaining = self.resolve_unknown(&entry).await;
+                } else {
+                    remaining = 1;
+                }
+            }
+            let retry = async {
+                if remaining > 0 {
+                    tokio::time::sleep(self.inner.settings.retry_every).await;
+                } else {
+                    std::future::pending::<()>().await;
+                }
+            };
+            // Wake on a new state or session only: counters change with every frame.
+            let moved = async {
+                loop {
+                    if status.changed().await.is_err() {
+                        return false;
+                    }
+                    let s = status.borrow();
+                    if s.state != current.state || s.session != current.session {
+                        return true;
+                    }
+                }
+            };
+            tokio::select! {
+                alive = moved => if !alive { return },
+                () = entry.kick.notified() => {}
+                () = retry => {}
+            }
+        }
+    }
+
+    /// Records the terminal as it signed in (terminal id, merchant, link).
+    async fn register(&self, entry: &TerminalEntry, status: &LinkStatus) -> bool {
+        let Some(id) = status.terminal_id.as_deref() else { return false };
+        let Ok(id) = zhengjiao_protocol::message::TerminalId::new(id) else { return false };
+        let terminal = crate::journal::Terminal {
+            id,
+            name: entry.name.clone(),
+            collection_point: entry.collection_point.clone(),
+            merchant_id: status.merchant_id.clone(),
+            link: status.transport.clone(),
+        };
+        match self.inner.store.register_terminal(terminal).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(terminal = %entry.name, error = %e, "cannot record the terminal in the journal");
+                false
+            }
+        }
+    }
+}
