@@ -42,6 +42,9 @@ enum Command {
     /// The collector register (集中征缴工作人员登记表).
     #[command(subcommand)]
     Collectors(ImportCommand),
+    /// The operator's verbs, clients of the daemon's HTTP API (docs/api.md, "CLI").
+    #[command(flatten)]
+    Client(zhengjiao::client::ClientCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -150,6 +153,7 @@ fn main() -> ExitCode {
                 Err(code) => code,
             }
         }
+        Command::Client(command) => zhengjiao::client::run(command),
     }
 }
 
@@ -242,30 +246,20 @@ fn import_data_dir(
 /// `serve`: refuses any configuration problem; opens (creating and migrating) the journal; then stops,
 /// since the collection flow is not built yet.
 fn serve(config: &std::path::Path) -> ExitCode {
-    let config = match zhengjiao::config::prepare_serve(config) {
-        Ok(config) => config,
-        Err(code) => return code,
-    };
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    // Logs go to standard error; RUST_LOG picks the level (default info).
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("zhengjiao serve: cannot start the runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let path = zhengjiao::import::journal_path(&config.data_dir);
-    let options = zhengjiao::journal::JournalOptions { clock: config.clock.start(), ..Default::default() };
-    match runtime.block_on(zhengjiao::journal::SqliteStore::open(&path, options)) {
-        Ok(_store) => {
-            println!(
-                "configuration valid; journal ready at {}; the collection flow is not built yet, so zhengjiao stops here",
-                path.display()
-            );
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("zhengjiao serve: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    runtime.block_on(zhengjiao::config::serve_command(config))
 }
