@@ -400,6 +400,9 @@ impl Collection {
             store.transition(id, to, said).await.map(|_| ())
         };
         self.notify_changed();
+        if to == PaymentState::Approved {
+            self.inner.outbox.notify_one();
+        }
         match result {
             Ok(()) => true,
             Err(e) => {
@@ -435,6 +438,9 @@ impl Collection {
         };
         let outcome = store.transition(id, to, said).await.map_err(|e| ServiceError::Journal(e.to_string()));
         self.notify_changed();
+        if to == PaymentState::Approved {
+            self.inner.outbox.notify_one();
+        }
         let outcome = outcome?;
         tracing::info!(payment = %id.as_str(), from = %outcome.from, to = %to, code = ?outcome.payment.pos.code.map(|c| c.as_str().to_owned()), "payment outcome recorded");
         match outcome.effect {

@@ -156,6 +156,8 @@ pub(crate) struct Inner {
     pub(crate) by_name: HashMap<String, usize>,
     /// Bumped after every recorded step, so waiters re-read.
     pub(crate) changed: watch::Sender<u64>,
+    /// Signalled after every step that may have written a ledger outbox row (an approval, a reversal).
+    pub(crate) outbox: Arc<Notify>,
 }
 
 /// The collection service; cheap to clone.
@@ -200,6 +202,7 @@ impl Collection {
                 terminals,
                 by_name,
                 changed: watch::Sender::new(0),
+                outbox: Arc::new(Notify::new()),
             }),
         };
         collection.mark_interrupted().await.map_err(|e| e.to_string())?;
@@ -247,6 +250,11 @@ impl Collection {
     /// The terminal whose last sign-in reported this terminal id.
     pub(crate) fn terminal_by_id(&self, terminal_id: &str) -> Option<&Arc<TerminalEntry>> {
         self.inner.terminals.iter().find(|t| t.terminal_id().as_deref() == Some(terminal_id))
+    }
+
+    /// Signalled whenever a ledger outbox row may have been written; the forwarder waits on it.
+    pub fn outbox_signal(&self) -> Arc<Notify> {
+        Arc::clone(&self.inner.outbox)
     }
 
     pub(crate) fn notify_changed(&self) {

@@ -11,8 +11,10 @@
 //! | `POST /terminals/{i}/faults` | a [`FaultsPatch`](super::FaultsPatch): changes the fields given, the others stay; 200 with the faults now in force |
 //! | `POST /faults` | the same patch on every terminal; 200 with each terminal's faults, in index order |
 //! | `POST /terminals/{i}/next-sale` | `{"code":"51"}`: the next SALE answers it, whatever its amount (queued in order, ahead of the amount table); 204 |
+//! | `POST /terminals/{i}/card-delay` | `{"ms":60000}`: the SALE card wait from now on (at most [`MAX_CARD_DELAY_MS`](super::MAX_CARD_DELAY_MS)); a sale already waiting follows the change; 204 |
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -24,7 +26,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use zhengjiao_protocol::message::ResponseCode;
 
-use super::{ControlError, FaultsPatch, SimInner};
+use super::{validate_card_delay, ControlError, FaultsPatch, SimInner};
 
 type Shared = State<Arc<SimInner>>;
 
@@ -36,6 +38,7 @@ pub(crate) fn router(inner: Arc<SimInner>) -> Router {
         .route("/terminals/{i}/faults", get(faults).post(set_faults))
         .route("/faults", post(set_all_faults))
         .route("/terminals/{i}/next-sale", post(next_sale))
+        .route("/terminals/{i}/card-delay", post(card_delay))
         .with_state(inner)
 }
 
@@ -112,5 +115,19 @@ async fn next_sale(State(sim): Shared, Path(i): Path<usize>, body: Bytes) -> Res
     let code = ResponseCode::new(&next.code)
         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("code {:?}: {e}", next.code)))?;
     sim.queue_outcome(i, code)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CardDelay {
+    ms: u64,
+}
+
+async fn card_delay(State(sim): Shared, Path(i): Path<usize>, body: Bytes) -> Result<StatusCode, ApiError> {
+    let CardDelay { ms } = parse(&body)?;
+    let delay = Duration::from_millis(ms);
+    validate_card_delay(delay).map_err(ControlError::from)?;
+    sim.terminal(i)?.set_card_delay(delay);
     Ok(StatusCode::NO_CONTENT)
 }
