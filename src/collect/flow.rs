@@ -121,15 +121,24 @@ impl Collection {
             .map_err(|e| ServiceError::Journal(format!("terminal id {terminal_id:?}: {e}")))?;
 
         let gate = Arc::clone(&entry.batch_gate).read_owned().await;
-        let new = NewPayment {
-            id: self.new_reference()?,
-            line: stored.key(),
-            amount,
-            terminal: terminal_id,
-            till: entry.till,
-            operator: who.staff_no.clone(),
+        let mut attempts = 0;
+        let payment = loop {
+            let new = NewPayment {
+                id: self.new_reference()?,
+                line: stored.key(),
+                amount,
+                terminal: terminal_id,
+                till: entry.till,
+                operator: who.staff_no.clone(),
+            };
+            attempts += 1;
+            match self.inner.store.record_payment_created(new).await {
+                // Two references drawn in the same second collided (1 in 16 million): draw again.
+                Err(CreatePaymentError::DuplicateId { .. }) if attempts < 5 => continue,
+                other => break other,
+            }
         };
-        let payment = match self.inner.store.record_payment_created(new).await {
+        let payment = match payment {
             Ok(p) => p,
             Err(CreatePaymentError::LinePaid { key, by }) => {
                 return Err(ServiceError::policy(Rule::AlreadyPaid, format!("line {key} is already paid by {by}")))
