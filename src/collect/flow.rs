@@ -18,6 +18,9 @@ use crate::journal::{
 };
 use crate::link::{ExchangeResult, LinkState, Outgoing};
 
+/// How long a collection waits for a terminal that has just signed in to be recorded in the journal.
+const REGISTRATION_WAIT: Duration = Duration::from_secs(5);
+
 /// Which line a collection is for.
 #[derive(Debug, Clone)]
 pub enum LineChoice {
@@ -104,8 +107,15 @@ impl Collection {
             ));
         }
         let amount = self.check_policy(&line, &req).await?;
-        let status = entry.link.status();
-        let registered = entry.registered_session.load(std::sync::atomic::Ordering::Acquire) == status.session;
+        let mut status = entry.link.status();
+        if status.state == LinkState::Ready && *entry.registered_session.borrow() != status.session {
+            // Signed in a moment ago: the journal records the terminal first (bounded wait).
+            let mut registered = entry.registered_session.subscribe();
+            let session = status.session;
+            let _ = tokio::time::timeout(REGISTRATION_WAIT, registered.wait_for(|s| *s >= session)).await;
+            status = entry.link.status();
+        }
+        let registered = *entry.registered_session.borrow() == status.session;
         let terminal_id = match (&status.state, &status.terminal_id) {
             (LinkState::Ready, Some(id)) if registered => id.clone(),
             _ => {

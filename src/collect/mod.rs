@@ -136,8 +136,9 @@ pub(crate) struct TerminalEntry {
     pub(crate) batch_gate: Arc<RwLock<()>>,
     /// Held while asking the terminal about its unknown outcomes.
     pub(crate) resolving: tokio::sync::Mutex<()>,
-    /// The link session whose sign-in the journal has recorded; payments wait for it.
-    pub(crate) registered_session: std::sync::atomic::AtomicU64,
+    /// The link session whose sign-in the journal has recorded; payments wait for it, and the API shows
+    /// the terminal `ready` only once it is recorded.
+    pub(crate) registered_session: watch::Sender<u64>,
 }
 
 impl TerminalEntry {
@@ -190,7 +191,7 @@ impl Collection {
                 kick: Notify::new(),
                 batch_gate: Arc::new(RwLock::new(())),
                 resolving: tokio::sync::Mutex::new(()),
-                registered_session: std::sync::atomic::AtomicU64::new(0),
+                registered_session: watch::Sender::new(0),
             }));
         }
         let collection = Collection {
@@ -227,9 +228,21 @@ impl Collection {
         &self.inner.clock
     }
 
-    /// Every terminal's link status, in configuration order, with its collection point.
+    /// Every terminal's link status, in configuration order, with its collection point. A terminal
+    /// that signed in shows `signing_in` until the journal has recorded the sign-in: only then does it
+    /// take payments.
     pub fn terminals(&self) -> Vec<(CollectionPointCode, LinkStatus)> {
-        self.inner.terminals.iter().map(|t| (t.collection_point.clone(), t.link.status())).collect()
+        self.inner
+            .terminals
+            .iter()
+            .map(|t| {
+                let mut status = t.link.status();
+                if status.state == LinkState::Ready && *t.registered_session.borrow() != status.session {
+                    status.state = LinkState::SigningIn;
+                }
+                (t.collection_point.clone(), status)
+            })
+            .collect()
     }
 
     /// Closes every link.
@@ -293,7 +306,7 @@ impl Collection {
             if current.state == LinkState::Ready {
                 if current.session != registered_session && self.register(&entry, &current).await {
                     registered_session = current.session;
-                    entry.registered_session.store(registered_session, std::sync::atomic::Ordering::Release);
+                    entry.registered_session.send_replace(registered_session);
                     tracing::info!(terminal = %entry.name, session = current.session, "terminal signed in; asking about unknown outcomes");
                 }
                 if registered_session == current.session {
