@@ -44,6 +44,7 @@ pub(crate) fn router(shared: AppState) -> Router {
         .route("/control/counters", get(control_counters))
         .route("/control/faults", get(control_faults).post(control_set_faults))
         .route("/control/down", post(control_down))
+        .route("/control/entries/{entry_id}", axum::routing::delete(control_remove_entry))
         .route_layer(middleware::from_fn(loopback_only));
     v1.merge(control).fallback(not_found).with_state(shared)
 }
@@ -329,6 +330,24 @@ async fn control_set_faults(State(shared): State<AppState>, body: Bytes) -> Resp
     match shared.faults.patch(&patch) {
         Ok(faults) => json_response(StatusCode::OK, &faults),
         Err(e) => error_response(StatusCode::BAD_REQUEST, "invalid_faults", e.to_string()),
+    }
+}
+
+/// `DELETE /control/entries/{entry_id}`: the ledger loses the entry (a reconciliation drill).
+async fn control_remove_entry(
+    State(shared): State<AppState>,
+    entry_id: Result<Path<String>, PathRejection>,
+) -> Response {
+    let Ok(Path(entry_id)) = entry_id else {
+        return error_response(StatusCode::BAD_REQUEST, "malformed_path", "the entry id does not decode");
+    };
+    match shared.store.remove(entry_id.clone()).await {
+        Ok(true) => {
+            tracing::info!(entry = %entry_id, "ledger: entry removed through the control surface");
+            json_response(StatusCode::OK, &json!({ "removed": entry_id }))
+        }
+        Ok(false) => error_response(StatusCode::NOT_FOUND, "not_found", "no entry with this id"),
+        Err(e) => error_response(StatusCode::INTERNAL_SERVER_ERROR, "store_error", e.to_string()),
     }
 }
 

@@ -5,7 +5,8 @@
 //! queries of what the ledger holds, and [`LedgerHandle::shutdown`]. The same controls are served over
 //! HTTP on the same port, without signature, to loopback peers only: `GET /control/counters`
 //! ([`LedgerCounters`]), `GET /control/faults` and `POST /control/faults` (a [`LedgerFaultsPatch`];
-//! answers the [`LedgerFaults`] now in force), `POST /control/down?seconds=N` (0 ends the outage).
+//! answers the [`LedgerFaults`] now in force), `POST /control/down?seconds=N` (0 ends the outage),
+//! `DELETE /control/entries/{entry_id}` (the ledger "loses" an entry, for reconciliation drills).
 //!
 //! Choices where the contract is silent:
 //! - the signed `<path>` is the path without the query string (see `auth`);
@@ -269,6 +270,12 @@ impl LedgerHandle {
     /// The day's totals by local date (UTC+8), for one collection point or all.
     pub async fn summary(&self, date: Date, collection_point: Option<&str>) -> Result<Summary, StoreError> {
         self.shared.store.summary(date, collection_point.map(str::to_owned)).await
+    }
+
+    /// Deletes a stored entry, as if the ledger had lost it (for reconciliation drills: the daemon
+    /// must then report it missing); true when there was one.
+    pub async fn remove_entry(&self, entry_id: &str) -> Result<bool, StoreError> {
+        self.shared.store.remove(entry_id.to_owned()).await
     }
 
     /// How many entries the ledger holds.

@@ -250,6 +250,12 @@ impl Store {
         .await
     }
 
+    /// Deletes the entry with this id, as if the ledger had lost it (a reconciliation drill); true
+    /// when there was one. Its voucher number is never given out again.
+    pub(crate) async fn remove(&self, entry_id: String) -> Result<bool, StoreError> {
+        self.call(move |conn| Ok(conn.execute("DELETE FROM entries WHERE entry_id = ?1", [&entry_id])? > 0)).await
+    }
+
     /// How many entries the ledger holds.
     pub(crate) async fn count(&self) -> Result<u64, StoreError> {
         self.call(|conn| Ok(conn.query_row("SELECT COUNT(*) FROM entries", [], |r| r.get(0))?)).await
