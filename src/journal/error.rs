@@ -427,6 +427,12 @@ pub enum ForwardError {
         /// The voucher number recorded before.
         existing: String,
     },
+    /// An operator asked to requeue an entry that is not a dead letter.
+    #[error("ledger outbox entry {entry_id} is not a dead letter")]
+    NotDeadLettered {
+        /// The entry id.
+        entry_id: String,
+    },
     /// The entry was dead-lettered: the ledger rejected it for good.
     #[error("ledger outbox entry {entry_id} is dead-lettered: {reason}")]
     DeadLettered {

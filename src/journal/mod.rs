@@ -35,6 +35,7 @@
 //! - **Times** are the business clock's, stored as RFC 3339 at +08:00 with microseconds.
 
 mod error;
+mod outbox;
 mod payment;
 mod reversal;
 mod schema;
@@ -55,6 +56,7 @@ pub use error::{
     CreatePaymentError, CreateReversalError, ForwardError, ImportError, OpenError, ReadError, RegisterTerminalError,
     SettlementError, StorageError, TransitionError,
 };
+pub use outbox::{AnswersRecorded, DaySettlement, LedgerAnswer, LedgerVerdict, OutboxCounts, QueuedEntry};
 pub use payment::{
     Effect, EntryKind, NewPayment, OutboxEntry, Payment, PaymentFilter, PaymentState, PaymentStateError, Terminal,
     TerminalSaid, TransitionOutcome, TransitionRecord,
@@ -324,6 +326,55 @@ pub trait Store: Send + Sync {
         error: &str,
         rejected: bool,
     ) -> impl Future<Output = Result<(), ForwardError>> + Send;
+
+    /// Up to `limit` outbox entries ready to send whose sequence number is above `after_seq` (0: from
+    /// the start), in the order written. A reversal is ready only once the ledger holds its payment
+    /// entry, so a reversal never reaches the ledger before what it cancels.
+    fn sendable_outbox(
+        &self,
+        after_seq: i64,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<QueuedEntry>, ReadError>> + Send;
+
+    /// Records the ledger's answers to one batch in ONE write: `created`/`exists` mark the entry
+    /// forwarded with its voucher (a payment entry moves its payment to `forwarded`), `rejected`
+    /// dead-letters it. An answer that cannot be applied is listed in
+    /// [`AnswersRecorded::refused`]; the others are recorded all the same.
+    fn record_ledger_answers(
+        &self,
+        answers: Vec<LedgerAnswer>,
+    ) -> impl Future<Output = Result<AnswersRecorded, ForwardError>> + Send;
+
+    /// Counts one failed attempt with `error` on each of these entries still unsent (one write).
+    fn record_forward_attempt_failed(
+        &self,
+        entry_ids: Vec<String>,
+        error: &str,
+    ) -> impl Future<Output = Result<(), ForwardError>> + Send;
+
+    /// Counts of the outbox: backlog, held reversals, dead letters, forwarded, the oldest unsent entry.
+    fn outbox_counts(&self) -> impl Future<Output = Result<OutboxCounts, ReadError>> + Send;
+
+    /// Up to `limit` dead letters, oldest first.
+    fn dead_letters(&self, limit: usize) -> impl Future<Output = Result<Vec<OutboxEntry>, ReadError>> + Send;
+
+    /// The outbox entry with this id.
+    fn outbox_entry(&self, entry_id: &str) -> impl Future<Output = Result<Option<OutboxEntry>, ReadError>> + Send;
+
+    /// Puts a dead letter back in the queue (an operator's replay once the cause is fixed); the
+    /// rejection is kept in `last_error`. Refused for an unknown entry or one that is not a dead letter.
+    fn requeue_dead_letter(&self, entry_id: &str) -> impl Future<Output = Result<OutboxEntry, ForwardError>> + Send;
+
+    /// Every outbox entry whose `occurred_at` falls on `date` (UTC+8), of one collection point or all,
+    /// in the order written (daily reconciliation).
+    fn ledger_entries_on(
+        &self,
+        date: time::Date,
+        collection_point: Option<&CollectionPointCode>,
+    ) -> impl Future<Output = Result<Vec<OutboxEntry>, ReadError>> + Send;
+
+    /// Settlements recorded on `date` (UTC+8), oldest first, with their terminal's collection point.
+    fn settlements_on(&self, date: time::Date) -> impl Future<Output = Result<Vec<DaySettlement>, ReadError>> + Send;
 
     /// The payment with this ECR reference.
     fn payment(&self, id: &EcrReference) -> impl Future<Output = Result<Option<Payment>, ReadError>> + Send;

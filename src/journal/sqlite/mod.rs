@@ -2,6 +2,7 @@
 
 mod codec;
 mod open;
+mod outbox;
 mod payment;
 mod reversal;
 mod roster;
@@ -23,12 +24,12 @@ use super::error::{
 };
 use super::writer::{is_io_failure, Refusal, Shared, StoreMetrics, Writer, WriterConfig};
 use super::{
-    BatchTotals, Collector, ImportOutcome, NewPayment, NewReversal, OutboxEntry, Payment, PaymentFilter, PaymentState,
-    Reversal, ReversalOutcome, RosterLine, SettlementRecord, Store, StoredLine, Terminal, TerminalSaid,
-    TransitionOutcome, TransitionRecord,
+    AnswersRecorded, BatchTotals, Collector, DaySettlement, ImportOutcome, LedgerAnswer, NewPayment, NewReversal,
+    OutboxCounts, OutboxEntry, Payment, PaymentFilter, PaymentState, QueuedEntry, Reversal, ReversalOutcome,
+    RosterLine, SettlementRecord, Store, StoredLine, Terminal, TerminalSaid, TransitionOutcome, TransitionRecord,
 };
 use crate::clock::Clock;
-use crate::domain::{CollectionSerial, IdNumber, Insurance};
+use crate::domain::{CollectionPointCode, CollectionSerial, IdNumber, Insurance};
 
 pub(crate) use codec::stamp;
 
@@ -337,12 +338,56 @@ impl Store for SqliteStore {
 
     async fn mark_forwarded(&self, entry_id: &str, tax_voucher_no: &str) -> Result<(), ForwardError> {
         let (entry, voucher) = (entry_id.to_owned(), tax_voucher_no.to_owned());
-        self.inner.writer.submit(move |ctx| payment::mark_forwarded(ctx, &entry, &voucher)).await
+        self.inner.writer.submit(move |ctx| payment::mark_forwarded(ctx, &entry, &voucher).map(|_| ())).await
     }
 
     async fn mark_forward_failed(&self, entry_id: &str, error: &str, rejected: bool) -> Result<(), ForwardError> {
         let (entry, error) = (entry_id.to_owned(), error.to_owned());
         self.inner.writer.submit(move |ctx| payment::mark_forward_failed(ctx, &entry, &error, rejected)).await
+    }
+
+    async fn sendable_outbox(&self, after_seq: i64, limit: usize) -> Result<Vec<QueuedEntry>, ReadError> {
+        self.read(move |conn, shared| outbox::sendable(conn, shared, after_seq, limit)).await
+    }
+
+    async fn record_ledger_answers(&self, answers: Vec<LedgerAnswer>) -> Result<AnswersRecorded, ForwardError> {
+        self.inner.writer.submit(move |ctx| outbox::record_answers(ctx, &answers)).await
+    }
+
+    async fn record_forward_attempt_failed(&self, entry_ids: Vec<String>, error: &str) -> Result<(), ForwardError> {
+        let error = error.to_owned();
+        self.inner.writer.submit(move |ctx| outbox::record_attempt_failed(ctx, &entry_ids, &error)).await
+    }
+
+    async fn outbox_counts(&self) -> Result<OutboxCounts, ReadError> {
+        self.read(|conn, _| outbox::counts(conn)).await
+    }
+
+    async fn dead_letters(&self, limit: usize) -> Result<Vec<OutboxEntry>, ReadError> {
+        self.read(move |conn, shared| outbox::dead_letters(conn, shared, limit)).await
+    }
+
+    async fn outbox_entry(&self, entry_id: &str) -> Result<Option<OutboxEntry>, ReadError> {
+        let id = entry_id.to_owned();
+        self.read(move |conn, shared| outbox::entry(conn, shared, &id)).await
+    }
+
+    async fn requeue_dead_letter(&self, entry_id: &str) -> Result<OutboxEntry, ForwardError> {
+        let id = entry_id.to_owned();
+        self.inner.writer.submit(move |ctx| outbox::requeue(ctx, &id)).await
+    }
+
+    async fn ledger_entries_on(
+        &self,
+        date: time::Date,
+        collection_point: Option<&CollectionPointCode>,
+    ) -> Result<Vec<OutboxEntry>, ReadError> {
+        let point = collection_point.cloned();
+        self.read(move |conn, shared| outbox::entries_on(conn, shared, date, point.as_ref())).await
+    }
+
+    async fn settlements_on(&self, date: time::Date) -> Result<Vec<DaySettlement>, ReadError> {
+        self.read(move |conn, shared| outbox::settlements_on(conn, shared, date)).await
     }
 
     async fn payment(&self, id: &EcrReference) -> Result<Option<Payment>, ReadError> {

@@ -402,8 +402,9 @@ fn insert_entry(
     Ok(())
 }
 
-/// Records the ledger's voucher for an entry; a payment entry moves its payment to `forwarded`.
-pub(super) fn mark_forwarded(ctx: &Ctx<'_>, entry_id: &str, voucher: &str) -> Result<(), Refusal<ForwardError>> {
+/// Records the ledger's voucher for an entry; a payment entry moves its payment to `forwarded`. True
+/// when it was marked now, false when it was forwarded already with the same voucher.
+pub(super) fn mark_forwarded(ctx: &Ctx<'_>, entry_id: &str, voucher: &str) -> Result<bool, Refusal<ForwardError>> {
     let conn = ctx.conn;
     let refuse = |e| Err(Refusal::Refused(e));
     let row = conn
@@ -424,7 +425,7 @@ pub(super) fn mark_forwarded(ctx: &Ctx<'_>, entry_id: &str, voucher: &str) -> Re
         return refuse(ForwardError::DeadLettered { entry_id: entry_id.to_owned(), reason });
     }
     match existing {
-        Some(v) if v == voucher => return Ok(()),
+        Some(v) if v == voucher => return Ok(false),
         Some(existing) => return refuse(ForwardError::VoucherDiffers { entry_id: entry_id.to_owned(), existing }),
         None => {}
     }
@@ -446,7 +447,7 @@ pub(super) fn mark_forwarded(ctx: &Ctx<'_>, entry_id: &str, voucher: &str) -> Re
             insert_transition(conn, History::Payment, &payment_id, &now, from, to, &note)?;
         }
     }
-    Ok(())
+    Ok(true)
 }
 
 /// Records a failed send; `rejected` dead-letters the entry.
@@ -653,42 +654,53 @@ fn day(date: time::Date) -> String {
 
 /// Up to `limit` entries still to send, in the order written.
 pub(super) fn pending_outbox(conn: &Connection, shared: &Shared, limit: usize) -> Result<Vec<OutboxEntry>, ReadFail> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT entry_id, kind, reverses, payment_id, payload, created_at, forwarded_at, tax_voucher_no, attempts,
-                last_error, dead_letter
-         FROM ledger_outbox WHERE forwarded_at IS NULL AND dead_letter IS NULL ORDER BY seq LIMIT ?1",
-    )?;
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {OUTBOX_COLUMNS} FROM ledger_outbox WHERE forwarded_at IS NULL AND dead_letter IS NULL
+         ORDER BY seq LIMIT ?1"
+    ))?;
     let mut rows = stmt.query([i64::try_from(limit).unwrap_or(i64::MAX)])?;
     let mut out = Vec::new();
-    let t = "ledger_outbox";
     while let Some(r) = rows.next()? {
-        let entry_id: String = r.get(0)?;
-        let kind = match r.get::<_, String>(1)?.as_str() {
-            "payment" => EntryKind::Payment,
-            "reversal" => EntryKind::Reversal,
-            _ => {
-                return Err(ReadFail::Storage(StorageError::BadRow {
-                    path: shared.path.clone(),
-                    table: t,
-                    key: entry_id,
-                    column: "kind",
-                }))
-            }
-        };
-        let payload: String = r.get(4)?;
-        out.push(OutboxEntry {
-            payload: parse(shared, t, &entry_id, "payload", &payload, |s| serde_json::from_str::<Value>(s))?,
-            kind,
-            reverses: r.get(2)?,
-            payment_id: r.get(3)?,
-            created_at: r.get(5)?,
-            forwarded_at: r.get(6)?,
-            tax_voucher_no: r.get(7)?,
-            attempts: u32::try_from(r.get::<_, i64>(8)?).unwrap_or(u32::MAX),
-            last_error: r.get(9)?,
-            dead_letter: r.get(10)?,
-            entry_id,
-        });
+        out.push(read_outbox_entry(shared, r)?);
     }
     Ok(out)
+}
+
+/// The columns [`read_outbox_entry`] reads, in its order.
+pub(super) const OUTBOX_COLUMNS: &str = "entry_id, kind, reverses, payment_id, payload, created_at, forwarded_at,
+    tax_voucher_no, attempts, last_error, dead_letter";
+
+/// One outbox row of [`OUTBOX_COLUMNS`].
+pub(super) fn read_outbox_entry(shared: &Shared, r: &Row<'_>) -> Result<OutboxEntry, ReadFail> {
+    let t = "ledger_outbox";
+    let entry_id: String = r.get(0)?;
+    let kind = parse_kind(shared, &entry_id, &r.get::<_, String>(1)?)?;
+    let payload: String = r.get(4)?;
+    Ok(OutboxEntry {
+        payload: parse(shared, t, &entry_id, "payload", &payload, |s| serde_json::from_str::<Value>(s))?,
+        kind,
+        reverses: r.get(2)?,
+        payment_id: r.get(3)?,
+        created_at: r.get(5)?,
+        forwarded_at: r.get(6)?,
+        tax_voucher_no: r.get(7)?,
+        attempts: u32::try_from(r.get::<_, i64>(8)?).unwrap_or(u32::MAX),
+        last_error: r.get(9)?,
+        dead_letter: r.get(10)?,
+        entry_id,
+    })
+}
+
+/// An outbox row's `kind`.
+pub(super) fn parse_kind(shared: &Shared, entry_id: &str, kind: &str) -> Result<EntryKind, ReadFail> {
+    match kind {
+        "payment" => Ok(EntryKind::Payment),
+        "reversal" => Ok(EntryKind::Reversal),
+        _ => Err(ReadFail::Storage(StorageError::BadRow {
+            path: shared.path.clone(),
+            table: "ledger_outbox",
+            key: entry_id.to_owned(),
+            column: "kind",
+        })),
+    }
 }

@@ -100,7 +100,7 @@ pub(super) fn record_settlement(
     })
 }
 
-fn totals_from(r: &Row<'_>, first: usize) -> rusqlite::Result<BatchTotals> {
+pub(super) fn totals_from(r: &Row<'_>, first: usize) -> rusqlite::Result<BatchTotals> {
     Ok(BatchTotals {
         sale_count: count(r.get(first)?),
         sale_fen: r.get(first + 1)?,
