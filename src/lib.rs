@@ -13,5 +13,6 @@ pub mod domain;
 pub mod import;
 pub mod inspect;
 pub mod journal;
+pub mod ledger;
 pub mod link;
 pub mod policy;
