@@ -3,6 +3,7 @@
 //! stable `code`.
 
 mod body;
+mod ledger;
 mod routes;
 
 use std::collections::HashMap;
@@ -21,6 +22,7 @@ use crate::collect::{Collection, CollectionSettings, Operator, ServiceError};
 use crate::config::Config;
 use crate::import::journal_path;
 use crate::journal::{JournalOptions, SqliteStore};
+use crate::ledger::{ClientSettings, Forwarder, ForwarderSettings, LedgerClient};
 
 pub use routes::router;
 
@@ -32,6 +34,8 @@ pub const MAX_BODY: usize = 256 * 1024 * 1024;
 pub struct ApiState {
     /// The collection service.
     pub collection: Collection,
+    /// The ledger forwarder.
+    pub forwarder: Forwarder,
     /// Operators by the hex SHA-256 of their token.
     operators: Arc<HashMap<String, Operator>>,
     /// Where imports are staged.
@@ -39,11 +43,11 @@ pub struct ApiState {
 }
 
 impl ApiState {
-    /// The state for a service and the configuration's operators.
-    pub fn new(collection: Collection, config: &Config) -> ApiState {
+    /// The state for a service, its ledger forwarder and the configuration's operators.
+    pub fn new(collection: Collection, forwarder: Forwarder, config: &Config) -> ApiState {
         let operators =
             config.operators.iter().map(|o| (o.token_sha256.to_ascii_lowercase(), Operator::from_config(o))).collect();
-        ApiState { collection, operators: Arc::new(operators), data_dir: config.data_dir.clone() }
+        ApiState { collection, forwarder, operators: Arc::new(operators), data_dir: config.data_dir.clone() }
     }
 
     /// The operator a request's bearer token names.
@@ -72,7 +76,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &str, message: impl Into<String>) -> ApiError {
+    pub(crate) fn new(status: StatusCode, code: &str, message: impl Into<String>) -> ApiError {
         ApiError { status, body: json!({"code": code, "message": message.into()}) }
     }
 
@@ -155,6 +159,17 @@ pub async fn serve(config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let client = match LedgerClient::from_config(&config.ledger, ClientSettings::default()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("serve: {e}");
+            collection.shutdown().await;
+            return ExitCode::FAILURE;
+        }
+    };
+    // The outbox drains from the start: entries left by an earlier run are sent first.
+    let forwarder =
+        Forwarder::start(store.clone(), client, clock, collection.outbox_signal(), ForwarderSettings::default());
     let listener = match tokio::net::TcpListener::bind(config.api_listen).await {
         Ok(l) => l,
         Err(e) => {
@@ -169,7 +184,7 @@ pub async fn serve(config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let app = router(ApiState::new(collection.clone(), &config));
+    let app = router(ApiState::new(collection.clone(), forwarder.clone(), &config));
     {
         use std::io::Write;
         let mut out = std::io::stdout().lock();
@@ -179,6 +194,7 @@ pub async fn serve(config: Config) -> ExitCode {
     }
     tracing::info!(%addr, terminals = config.terminals.len(), "API listening");
     let served = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await;
+    forwarder.shutdown().await;
     collection.shutdown().await;
     store.close().await;
     match served {

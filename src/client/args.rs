@@ -138,6 +138,62 @@ pub enum ClientCommand {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// The ledger forwarder (入库): its status, the dead letters, and their replay.
+    #[command(subcommand)]
+    Ledger(LedgerCommand),
+    /// Daily reconciliation (日清日结): the journal's entries of a day against the ledger's summary and
+    /// the terminals' settlements, every difference listed.
+    ///
+    /// Exit status: 0 when terminals, journal and ledger agree to the fen, 5 when anything differs or
+    /// is missing, 1 the API refused (e.g. the ledger could not be asked), 2 bad usage or unreachable API.
+    Reconcile(ReconcileArgs),
+}
+
+/// `zhengjiao ledger ...`.
+#[allow(missing_docs)]
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum LedgerCommand {
+    /// The forwarder's status: backlog, age of the oldest unsent entry, last error, dead letters.
+    ///
+    /// Exit status: 0 shown, 1 the API refused, 2 bad usage or unreachable API.
+    Status {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// The entries the ledger rejected, with the reason.
+    ///
+    /// Exit status: 0 listed, 1 the API refused, 2 bad usage or unreachable API.
+    DeadLetters {
+        /// At most this many (the API's default is 1000).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        limit: Option<u32>,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Requeue a dead letter once its cause is fixed (admin): sent again with the same id.
+    ///
+    /// Exit status: 0 requeued, 1 the API refused (unknown entry, not a dead letter, not an admin), 2 bad
+    /// usage or unreachable API.
+    Retry {
+        /// The entry id.
+        entry: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+}
+
+/// `zhengjiao reconcile`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ReconcileArgs {
+    /// The business day (UTC+8), YYYY-MM-DD.
+    #[arg(long, value_name = "D", value_parser = date)]
+    pub date: String,
+    /// Only this collection point (a collector always gets their own).
+    #[arg(long, value_name = "C")]
+    pub collection_point: Option<String>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub api: ApiArgs,
 }
 
 /// `zhengjiao collect`.
@@ -222,6 +278,10 @@ impl ClientCommand {
             ClientCommand::Settle { .. } => "settle",
             ClientCommand::Payments(_) => "payments",
             ClientCommand::Terminals { .. } => "terminals",
+            ClientCommand::Ledger(LedgerCommand::Status { .. }) => "ledger status",
+            ClientCommand::Ledger(LedgerCommand::DeadLetters { .. }) => "ledger dead-letters",
+            ClientCommand::Ledger(LedgerCommand::Retry { .. }) => "ledger retry",
+            ClientCommand::Reconcile(_) => "reconcile",
         }
     }
 
@@ -233,7 +293,13 @@ impl ClientCommand {
             | ClientCommand::Refund { api, .. }
             | ClientCommand::Query { api, .. }
             | ClientCommand::Settle { api, .. }
-            | ClientCommand::Terminals { api } => api,
+            | ClientCommand::Terminals { api }
+            | ClientCommand::Ledger(
+                LedgerCommand::Status { api }
+                | LedgerCommand::DeadLetters { api, .. }
+                | LedgerCommand::Retry { api, .. },
+            ) => api,
+            ClientCommand::Reconcile(args) => &args.api,
             ClientCommand::Collect(args) => &args.api,
             ClientCommand::Payments(args) => &args.api,
         }

@@ -1,5 +1,5 @@
 //! The operator's command-line verbs (`lookup`, `collect`, `void`, `refund`, `query`, `settle`,
-//! `payments`, `terminals`): clients of the daemon's HTTP API (docs/api.md, "CLI").
+//! `payments`, `terminals`, `ledger status|dead-letters|retry`, `reconcile`): clients of the daemon's HTTP API (docs/api.md, "CLI").
 //!
 //! Each verb sends one request (and, when an outcome is still open, polls for it within the operator's
 //! `--wait`), prints a readable summary or, with `--json`, the API's JSON answer, and ends with the exit
@@ -9,6 +9,7 @@
 mod args;
 mod http;
 mod json;
+mod ledger;
 mod model;
 mod render;
 mod verbs;
@@ -16,7 +17,7 @@ mod verbs;
 use std::process::ExitCode;
 use std::time::Duration;
 
-pub use args::{ApiArgs, ClientCommand, CollectArgs, InsuranceArg, PaymentsArgs, Secret};
+pub use args::{ApiArgs, ClientCommand, CollectArgs, InsuranceArg, LedgerCommand, PaymentsArgs, ReconcileArgs, Secret};
 pub use model::PaymentState;
 
 /// The API address when neither `--api` nor `ZHENGJIAO_API` gives one.
@@ -33,6 +34,8 @@ const REQUEST_MARGIN: Duration = Duration::from_secs(30);
 /// The wait assumed for verbs that talk to a terminal without a `--wait` of their own (`query`,
 /// `settle`): the daemon asks the terminal, possibly about several payments.
 const TERMINAL_VERB_WAIT: Duration = Duration::from_secs(100);
+/// The wait assumed for `reconcile`: the daemon may look up many entries at the ledger.
+const RECONCILE_WAIT: Duration = Duration::from_secs(300);
 
 /// The exit status of a client verb (docs/api.md, "CLI").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,7 +51,7 @@ pub enum Exit {
     Declined,
     /// 4: the outcome is still unknown (the payment id was printed).
     Unknown,
-    /// 5: the settlement is not balanced.
+    /// 5: the settlement, or the day's reconciliation, is not balanced.
     NotBalanced,
 }
 
@@ -86,7 +89,12 @@ pub fn run(command: ClientCommand) -> ExitCode {
         ClientCommand::Collect(args) => Duration::from_secs(args.wait),
         ClientCommand::Void { wait, .. } | ClientCommand::Refund { wait, .. } => Duration::from_secs(*wait),
         ClientCommand::Query { .. } | ClientCommand::Settle { .. } => TERMINAL_VERB_WAIT,
-        ClientCommand::Lookup { .. } | ClientCommand::Payments(_) | ClientCommand::Terminals { .. } => Duration::ZERO,
+        ClientCommand::Lookup { .. }
+        | ClientCommand::Payments(_)
+        | ClientCommand::Terminals { .. }
+        | ClientCommand::Ledger(_) => Duration::ZERO,
+        // Looking up a day's entries at the ledger can take a while.
+        ClientCommand::Reconcile(_) => RECONCILE_WAIT,
     };
     let api = match http::Api::new(target, CONNECT_TIMEOUT, wait.saturating_add(REQUEST_MARGIN)) {
         Ok(api) => api,

@@ -291,7 +291,7 @@ fn short_time(t: &str) -> String {
 }
 
 /// Text from the API with control characters blanked, so an answer cannot steer the terminal.
-fn clean(s: &str) -> String {
+pub(crate) fn clean(s: &str) -> String {
     s.chars().map(|c| if c.is_control() && c != '\n' { ' ' } else { c }).collect()
 }
 

@@ -36,6 +36,8 @@ pub(crate) async fn run(api: &Api, command: &ClientCommand, out: &Out) -> Exit {
         ClientCommand::Settle { terminal, .. } => settle(api, terminal, out).await,
         ClientCommand::Payments(args) => payments(api, args, out).await,
         ClientCommand::Terminals { .. } => terminals(api, out).await,
+        ClientCommand::Ledger(command) => super::ledger::ledger(api, command, out).await,
+        ClientCommand::Reconcile(args) => super::ledger::reconcile(api, args, out).await,
     }
 }
 
