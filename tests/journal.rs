@@ -15,7 +15,7 @@ use rusqlite::Connection;
 use zhengjiao::domain::{Fen, Insurance, PersonName};
 use zhengjiao::journal::{
     ConflictKind, CreatePaymentError, Effect, EntryKind, ForwardError, ImportError, ImportOutcome, JournalOptions,
-    OpenError, PaymentState, ReadError, SqliteStore, StorageError, Store, TerminalSaid, TransitionError,
+    OpenError, PaymentFilter, PaymentState, ReadError, SqliteStore, StorageError, Store, TerminalSaid, TransitionError,
 };
 
 fn journal_path(dir: &tempfile::TempDir) -> std::path::PathBuf {
@@ -556,6 +556,137 @@ async fn an_approval_that_cannot_bind_writes_nothing_for_the_ledger() {
     // Voiding an unbound payment reverses nothing at the ledger.
     let out = store.transition(&reference("P-2"), PaymentState::Voided, TerminalSaid::default()).await.unwrap();
     assert_eq!(out.effect, Effect::Reversed { entry_id: None });
+}
+
+#[tokio::test]
+async fn one_person_is_charged_once_per_insurance_and_year() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&journal_path(&dir)).await;
+    // Person 0 on line 0 and, again, on line 1 (same insurance, same year); also for pension and for
+    // 2021, which are other payments.
+    let twin = same_person(0, 1);
+    let mut pension = same_person(0, 2);
+    pension.insurance = Insurance::Pension;
+    pension.amount_due = None;
+    let mut next_year = same_person(0, 3);
+    next_year.year = 2021;
+    store.import_roster(vec![line(0), twin.clone(), pension.clone(), next_year.clone()], false).await.unwrap();
+    store.register_terminal(terminal()).await.unwrap();
+    let full = id_number(0).as_str().to_owned();
+
+    // A payment under way on one line: none on the person's other line.
+    store.record_payment_created(new_payment("P-1", &line(0))).await.unwrap();
+    let err = store.record_payment_created(new_payment("P-2", &twin)).await.unwrap_err();
+    assert_eq!(
+        err,
+        CreatePaymentError::PersonPaymentUnderWay {
+            key: "2020/medical/ZJ-0000001".to_owned(),
+            other_line: "2020/medical/ZJ-0000000".to_owned(),
+            other: "P-1".to_owned(),
+            state: PaymentState::Created,
+        }
+    );
+    let msg = err.to_string();
+    for part in ["ZJ-0000001", "ZJ-0000000", "P-1", "created"] {
+        assert!(msg.contains(part), "{part} missing: {msg}");
+    }
+    // Still under way after a lost link.
+    store.transition(&reference("P-1"), PaymentState::Sent, TerminalSaid::default()).await.unwrap();
+    store.transition(&reference("P-1"), PaymentState::Unknown, TerminalSaid::note("link lost")).await.unwrap();
+    let err = store.record_payment_created(new_payment("P-2", &twin)).await.unwrap_err();
+    assert!(matches!(err, CreatePaymentError::PersonPaymentUnderWay { state: PaymentState::Unknown, .. }), "{err:?}");
+
+    // Another insurance or another year of the same person is another payment.
+    store.record_payment_created(new_payment("P-3", &pension)).await.unwrap();
+    store.record_payment_created(new_payment("P-4", &next_year)).await.unwrap();
+
+    // Paid on one line: refused on the other, and the error never carries the full ID number.
+    let out = store.transition(&reference("P-1"), PaymentState::Approved, approved(MEDICAL_FEN, 1)).await.unwrap();
+    assert_eq!(out.effect, Effect::Bound { entry_id: "P-1".to_owned() });
+    let err = store.record_payment_created(new_payment("P-5", &twin)).await.unwrap_err();
+    let masked = format!("{}********{}", &full[..6], &full[14..]);
+    assert_eq!(
+        err,
+        CreatePaymentError::PersonPaid {
+            key: "2020/medical/ZJ-0000001".to_owned(),
+            id_masked: masked.clone(),
+            other_line: "2020/medical/ZJ-0000000".to_owned(),
+            by: "P-1".to_owned(),
+        }
+    );
+    let msg = err.to_string();
+    for part in ["ZJ-0000001", "ZJ-0000000", "P-1", masked.as_str()] {
+        assert!(msg.contains(part), "{part} missing: {msg}");
+    }
+    assert!(!msg.contains(&full) && !format!("{err:?}").contains(&full), "full ID number in {err:?}");
+
+    // Nothing refused was written.
+    let twin_key =
+        zhengjiao::journal::LineKey { serial: twin.serial.clone(), insurance: Insurance::Medical, year: 2020 };
+    let on_twin = PaymentFilter { line: Some(twin_key), ..PaymentFilter::all(10) };
+    assert!(store.payments(on_twin).await.unwrap().is_empty());
+
+    // Voided, the person owes it again: the other line may be paid now.
+    store.transition(&reference("P-1"), PaymentState::Voided, approved(MEDICAL_FEN, 2)).await.unwrap();
+    store.record_payment_created(new_payment("P-6", &twin)).await.unwrap();
+}
+
+#[tokio::test]
+async fn an_approval_does_not_bind_when_the_person_is_paid_on_another_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = journal_path(&dir);
+    let store = open(&path).await;
+    store.import_roster(lines(0..2), false).await.unwrap();
+    store.register_terminal(terminal()).await.unwrap();
+    for (id, n) in [("P-1", 0), ("P-2", 1)] {
+        store.record_payment_created(new_payment(id, &line(n))).await.unwrap();
+        store.transition(&reference(id), PaymentState::Sent, TerminalSaid::default()).await.unwrap();
+    }
+    // Both under way for one person (a journal written before the rule, or a line corrected by hand).
+    Connection::open(&path)
+        .unwrap()
+        .execute("UPDATE roster_lines SET id_number = ?1 WHERE serial = 'ZJ-0000001'", [id_number(0).as_str()])
+        .unwrap();
+
+    let out = store.transition(&reference("P-1"), PaymentState::Approved, approved(MEDICAL_FEN, 1)).await.unwrap();
+    assert_eq!(out.effect, Effect::Bound { entry_id: "P-1".to_owned() });
+    let out = store.transition(&reference("P-2"), PaymentState::Approved, approved(MEDICAL_FEN, 2)).await.unwrap();
+    assert_eq!(out.effect, Effect::LineAlreadyPaid { by: "P-1".to_owned() });
+    assert_eq!(out.payment.state, PaymentState::Approved, "the approval is recorded");
+
+    // Not bound, nothing for the ledger.
+    assert_eq!(store.roster_line(&line(1).serial, Insurance::Medical, 2020).await.unwrap().unwrap().paid_by, None);
+    let outbox = store.pending_outbox(10).await.unwrap();
+    assert_eq!(outbox.iter().map(|e| e.entry_id.as_str()).collect::<Vec<_>>(), ["P-1"]);
+    assert!(store.is_bound(&reference("P-1")).await.unwrap());
+    assert!(!store.is_bound(&reference("P-2")).await.unwrap());
+    assert!(!store.is_bound(&reference("P-404")).await.unwrap());
+}
+
+#[tokio::test]
+async fn an_approval_without_a_positive_amount_does_not_bind() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&journal_path(&dir)).await;
+    store.import_roster(lines(0..3), false).await.unwrap();
+    store.register_terminal(terminal()).await.unwrap();
+    // `TerminalSaid::from_response` leaves a zero amount out: `00` with amount 0 arrives as `None`.
+    for (n, amount) in [(0u32, None), (1, Some(Fen::ZERO)), (2, Some(Fen::from_fen(-100)))] {
+        let id = format!("P-{n}");
+        store.record_payment_created(new_payment(&id, &line(n))).await.unwrap();
+        store.transition(&reference(&id), PaymentState::Sent, TerminalSaid::default()).await.unwrap();
+        let said = TerminalSaid { amount, ..approved(MEDICAL_FEN, u64::from(n) + 1) };
+        let out = store.transition(&reference(&id), PaymentState::Approved, said).await.unwrap();
+        assert_eq!(
+            out.effect,
+            Effect::AmountDiffers { requested: Fen::from_fen(MEDICAL_FEN), approved: Fen::ZERO },
+            "amount {amount:?}"
+        );
+        assert_eq!(out.payment.state, PaymentState::Approved);
+        let stored = store.roster_line(&line(n).serial, Insurance::Medical, 2020).await.unwrap().unwrap();
+        assert_eq!(stored.paid_by, None, "amount {amount:?}");
+        assert!(!store.is_bound(&reference(&id)).await.unwrap());
+    }
+    assert!(store.pending_outbox(10).await.unwrap().is_empty(), "nothing goes to the ledger");
 }
 
 #[tokio::test]

@@ -333,6 +333,80 @@ async fn a_declined_void_leaves_the_payment_approved_and_allows_another() {
     assert_eq!(out.unwrap().payment.unwrap().payment.state, PaymentState::Voided);
 }
 
+#[tokio::test]
+async fn approvals_still_to_reverse_are_found_again_after_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = journal_path(&dir);
+    let store = open(&path).await;
+    store.import_roster(lines(0..4), false).await.unwrap();
+    store.register_terminal(terminal()).await.unwrap();
+
+    // P-SIB: approved for a person already paid on another line (P-OK's).
+    for (id, n) in [("P-OK", 0), ("P-SIB", 3)] {
+        store.record_payment_created(new_payment(id, &line(n))).await.unwrap();
+        store.transition(&reference(id), PaymentState::Sent, TerminalSaid::default()).await.unwrap();
+    }
+    Connection::open(&path)
+        .unwrap()
+        .execute("UPDATE roster_lines SET id_number = ?1 WHERE serial = 'ZJ-0000003'", [id_number(0).as_str()])
+        .unwrap();
+    let ok = store.transition(&reference("P-OK"), PaymentState::Approved, approved(MEDICAL_FEN, 1)).await.unwrap();
+    assert!(matches!(ok.effect, Effect::Bound { .. }), "{:?}", ok.effect);
+    let sib = store.transition(&reference("P-SIB"), PaymentState::Approved, approved(MEDICAL_FEN, 2)).await.unwrap();
+    assert_eq!(sib.effect, Effect::LineAlreadyPaid { by: "P-OK".to_owned() });
+    // P-AMT: approved with no amount; P-DIFF: approved for 0.01.
+    for (id, n, said) in
+        [("P-AMT", 1, TerminalSaid { amount: None, ..approved(MEDICAL_FEN, 3) }), ("P-DIFF", 2, approved(1, 4))]
+    {
+        store.record_payment_created(new_payment(id, &line(n))).await.unwrap();
+        store.transition(&reference(id), PaymentState::Sent, TerminalSaid::default()).await.unwrap();
+        let out = store.transition(&reference(id), PaymentState::Approved, said).await.unwrap();
+        assert!(matches!(out.effect, Effect::AmountDiffers { .. }), "{id}: {:?}", out.effect);
+    }
+    let ids = |ps: Vec<zhengjiao::journal::Payment>| ps.into_iter().map(|p| p.id).collect::<Vec<_>>();
+    let wrong = [reference("P-SIB"), reference("P-AMT"), reference("P-DIFF")];
+    assert_eq!(ids(store.payments_to_reverse().await.unwrap()), wrong);
+    assert!(store.is_bound(&reference("P-OK")).await.unwrap());
+    for id in &wrong {
+        assert!(!store.is_bound(id).await.unwrap(), "{}", id.as_str());
+    }
+
+    // A crash before the automatic voids started: the reopened journal still lists them.
+    store.close().await;
+    drop(store);
+    let store = open(&path).await;
+    let listed = store.payments_to_reverse().await.unwrap();
+    assert_eq!(ids(listed.clone()), wrong);
+    assert!(listed.iter().all(|p| p.state == PaymentState::Approved));
+
+    // A reversal under way takes a payment off the list; a declined one leaves it off (an operator's).
+    let r_amt = reference("R-AMT");
+    store.record_reversal_created(new_reversal("R-AMT", "P-AMT", ReversalKind::Void, MEDICAL_FEN)).await.unwrap();
+    assert_eq!(ids(store.payments_to_reverse().await.unwrap()), [reference("P-SIB"), reference("P-DIFF")]);
+    store.transition_reversal(&r_amt, PaymentState::Sent, TerminalSaid::default()).await.unwrap();
+    store.transition_reversal(&r_amt, PaymentState::Declined, declined()).await.unwrap();
+    assert_eq!(ids(store.payments_to_reverse().await.unwrap()), [reference("P-SIB"), reference("P-DIFF")]);
+
+    // A reversal the terminal never carried out puts it back on the list.
+    let r_diff = reference("R-DIFF");
+    store.record_reversal_created(new_reversal("R-DIFF", "P-DIFF", ReversalKind::Void, 1)).await.unwrap();
+    store.transition_reversal(&r_diff, PaymentState::Unknown, TerminalSaid::note("crash before send")).await.unwrap();
+    assert_eq!(ids(store.payments_to_reverse().await.unwrap()), [reference("P-SIB")]);
+    store.transition_reversal(&r_diff, PaymentState::NotCharged, TerminalSaid::default()).await.unwrap();
+    assert_eq!(ids(store.payments_to_reverse().await.unwrap()), [reference("P-SIB"), reference("P-DIFF")]);
+
+    // An approved void ends it; the bound payment's line is untouched.
+    let out = reverse(
+        &store,
+        new_reversal("R-SIB", "P-SIB", ReversalKind::Void, MEDICAL_FEN),
+        reversal_said(MEDICAL_FEN, 5, "000001"),
+    )
+    .await;
+    assert_eq!(out.payment.unwrap().effect, Effect::Reversed { entry_id: None });
+    assert_eq!(ids(store.payments_to_reverse().await.unwrap()), [reference("P-DIFF")]);
+    assert!(store.is_bound(&reference("P-OK")).await.unwrap());
+}
+
 fn options_at(start: time::OffsetDateTime) -> JournalOptions {
     JournalOptions { clock: Clock::starting_at(start), ..options() }
 }

@@ -242,6 +242,33 @@ pub enum CreatePaymentError {
         /// Its state.
         state: PaymentState,
     },
+    /// The same person (ID number) is paid already for this insurance and year, on another line of the
+    /// roster: one person pays once per insurance and year.
+    #[error("roster line {key}: person {id_masked} has paid this insurance and year already, on line {other_line} (payment {by})")]
+    PersonPaid {
+        /// The line's key.
+        key: String,
+        /// The person's ID number, masked (first 6 and last 4 characters only).
+        id_masked: String,
+        /// The other line's key, `year/insurance/serial`.
+        other_line: String,
+        /// The payment bound to the other line.
+        by: String,
+    },
+    /// A payment of the same person (ID number) for this insurance and year is under way (created,
+    /// sent or unknown) on another line: its outcome must be known first, or the person could be
+    /// charged twice.
+    #[error("roster line {key}: payment {other} of the same person, on line {other_line}, is under way ({state}); resolve it first")]
+    PersonPaymentUnderWay {
+        /// The line's key.
+        key: String,
+        /// The other line's key, `year/insurance/serial`.
+        other_line: String,
+        /// The payment under way.
+        other: String,
+        /// Its state.
+        state: PaymentState,
+    },
     /// The amount is zero or negative.
     #[error("payment {id}: the amount must be positive")]
     BadAmount {

@@ -26,9 +26,15 @@
 //! - **A line is paid by at most one payment** (`roster_lines.paid_by`, unique), and at most one
 //!   payment per line is under way (`created`/`sent`/`unknown`, a partial unique index): a second
 //!   payment for a line is refused until the first one's outcome is known.
-//! - **`approved` binds and queues for the ledger in one transaction.** If the line was paid meanwhile
-//!   or the terminal approved another amount, the approval is recorded but not bound, nothing goes to
-//!   the ledger, and [`Effect`] tells the caller to void it.
+//! - **One person pays once per insurance and year.** The roster may list a person (ID number) on two
+//!   lines of one insurance and year: a payment is refused while another line of that person, insurance
+//!   and year is paid or has a payment under way, and an approval does not bind when such a line is
+//!   paid (read through the index on `id_number`).
+//! - **`approved` binds and queues for the ledger in one transaction.** If the line (or another line of
+//!   the same person, insurance and year) was paid meanwhile, or the terminal approved another amount
+//!   or reported none (a missing or zero amount is not an approval of the amount asked), the approval
+//!   is recorded but not bound, nothing goes to the ledger, and [`Effect`] tells the caller to void
+//!   it; [`Store::payments_to_reverse`] finds such approvals again after a crash.
 //! - **Ledger entry ids** are the ECR reference (payment) and `<reference>-reversal` (its void or
 //!   refund), fixed when the outbox row is written. The entry's `collection_point` is the terminal's.
 //!   A void before the payment entry was forwarded still sends both, in order.
@@ -292,7 +298,10 @@ pub trait Store: Send + Sync {
     fn terminals(&self) -> impl Future<Output = Result<Vec<Terminal>, ReadError>> + Send;
 
     /// Records a payment as `created`, before any byte of it goes to the terminal. Refused when the line
-    /// is paid or another payment for it is under way, so a line is never charged twice.
+    /// is paid or another payment for it is under way, so a line is never charged twice; and refused
+    /// when another line of the same person (ID number) for the same insurance and year is paid
+    /// ([`CreatePaymentError::PersonPaid`]) or has a payment under way
+    /// ([`CreatePaymentError::PersonPaymentUnderWay`]), so a person is never charged twice either.
     fn record_payment_created(
         &self,
         payment: NewPayment,
@@ -300,7 +309,8 @@ pub trait Store: Send + Sync {
 
     /// Moves a payment to `to`, appending what the terminal said to its history. For `approved`, in the
     /// same transaction: the line is bound to the payment and the ledger entry is put in the outbox
-    /// (unless the line was paid meanwhile or the amount differs: see [`Effect`]). For `voided` and
+    /// (unless the line, or another line of the same person for the same insurance and year, was paid
+    /// meanwhile, or the terminal reported another amount or none: see [`Effect`]). For `voided` and
     /// `refunded`: the line is released and a reversal entry is put in the outbox.
     fn transition(
         &self,
@@ -387,6 +397,22 @@ pub trait Store: Send + Sync {
 
     /// Every payment in one of these states (e.g. `created`, `sent`, `unknown` at start-up), oldest first.
     fn payments_in(&self, states: &[PaymentState]) -> impl Future<Output = Result<Vec<Payment>, ReadError>> + Send;
+
+    /// Approved payments whose approval still needs reversing, oldest first: those in state `approved`
+    /// that are not bound to their line (the approval was recorded with [`Effect::LineAlreadyPaid`] or
+    /// [`Effect::AmountDiffers`]: money moved, nothing went to the ledger) and that have no reversal
+    /// under way (`created`, `sent`, `unknown`), approved, or declined (a declined one is left for an
+    /// operator). A reversal that ended `not_charged` does not count: the payment is listed again.
+    ///
+    /// The automatic void after such an approval runs after the approval was committed; after a crash
+    /// (or a failed attempt to start it) this is how the daemon finds what is still to give back.
+    fn payments_to_reverse(&self) -> impl Future<Output = Result<Vec<Payment>, ReadError>> + Send;
+
+    /// True when the payment's line is bound to it (`paid_by` is this payment): its approval was
+    /// taken, and its ledger entry written. False for a payment never bound (not yet approved, or
+    /// approved but refused binding), for one whose line was released by a void or refund, and for an
+    /// unknown reference.
+    fn is_bound(&self, payment: &EcrReference) -> impl Future<Output = Result<bool, ReadError>> + Send;
 
     /// Up to `limit` outbox entries still to send (neither forwarded nor dead-lettered), in the order
     /// written.

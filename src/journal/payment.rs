@@ -279,18 +279,20 @@ pub enum Effect {
         /// The outbox entry's id.
         entry_id: String,
     },
-    /// `approved`, but the line was paid already by another payment: not bound, nothing for the ledger.
-    /// Money moved, so the caller must VOID this payment.
+    /// `approved`, but the line, or another line of the same person (ID number) for the same insurance
+    /// and year, was paid already by another payment: not bound, nothing for the ledger. Money moved,
+    /// so the caller must VOID this payment.
     LineAlreadyPaid {
-        /// The payment the line is bound to.
+        /// The payment bound to the line (or to the person's other line).
         by: String,
     },
-    /// `approved` for another amount than requested: not bound, nothing for the ledger; the caller must
-    /// VOID it.
+    /// `approved` for another amount than requested, or with no positive amount reported (an approval
+    /// that does not name the amount is not taken as one of the amount asked): not bound, nothing for
+    /// the ledger; the caller must VOID it.
     AmountDiffers {
         /// The amount requested.
         requested: Fen,
-        /// The amount the terminal approved.
+        /// The amount the terminal approved; [`Fen::ZERO`] when it reported none (or zero).
         approved: Fen,
     },
     /// `voided` / `refunded`: the line is unpaid again; `entry_id` is the reversal entry now in the

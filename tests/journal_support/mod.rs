@@ -49,6 +49,12 @@ pub fn line(n: u32) -> RosterLine {
     }
 }
 
+/// Line `line`'s serial and content, for the person of line `person`: the roster listing one person
+/// (ID number) on two lines of the same insurance and year.
+pub fn same_person(person: u32, line_no: u32) -> RosterLine {
+    RosterLine { id_number: id_number(person), ..line(line_no) }
+}
+
 /// Lines `from..to`.
 pub fn lines(range: std::ops::Range<u32>) -> Vec<RosterLine> {
     range.map(line).collect()

@@ -405,6 +405,15 @@ impl Store for SqliteStore {
         self.read(move |conn, shared| payment::payments_in(conn, shared, &states)).await
     }
 
+    async fn payments_to_reverse(&self) -> Result<Vec<Payment>, ReadError> {
+        self.read(payment::payments_to_reverse).await
+    }
+
+    async fn is_bound(&self, payment: &EcrReference) -> Result<bool, ReadError> {
+        let payment = *payment;
+        self.read(move |conn, _| payment::is_bound(conn, payment.as_str())).await
+    }
+
     async fn pending_outbox(&self, limit: usize) -> Result<Vec<OutboxEntry>, ReadError> {
         self.read(move |conn, shared| payment::pending_outbox(conn, shared, limit)).await
     }

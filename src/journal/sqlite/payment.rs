@@ -82,15 +82,17 @@ pub(super) fn record_created(ctx: &Ctx<'_>, p: &NewPayment) -> Result<Payment, R
         return refuse(CreatePaymentError::DuplicateId { id: id.to_owned() });
     }
     let line = conn
-        .prepare_cached("SELECT id, paid_by FROM roster_lines WHERE serial = ?1 AND insurance = ?2 AND year = ?3")?
+        .prepare_cached(
+            "SELECT id, paid_by, id_number FROM roster_lines WHERE serial = ?1 AND insurance = ?2 AND year = ?3",
+        )?
         .query_row(params![p.line.serial.as_str(), p.line.insurance.code(), p.line.year], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, Option<String>>(1)?))
+            Ok((r.get::<_, i64>(0)?, r.get::<_, Option<String>>(1)?, r.get::<_, String>(2)?))
         })
         .optional()?;
-    let line_id = match line {
+    let (line_id, id_number) = match line {
         None => return refuse(CreatePaymentError::UnknownLine { key }),
-        Some((_, Some(by))) => return refuse(CreatePaymentError::LinePaid { key, by }),
-        Some((line_id, None)) => line_id,
+        Some((_, Some(by), _)) => return refuse(CreatePaymentError::LinePaid { key, by }),
+        Some((line_id, None, id_number)) => (line_id, id_number),
     };
     if !conn.prepare_cached("SELECT 1 FROM terminals WHERE id = ?1")?.exists([p.terminal.as_str()])? {
         return refuse(CreatePaymentError::UnknownTerminal { terminal: p.terminal.as_str().to_owned() });
@@ -102,6 +104,30 @@ pub(super) fn record_created(ctx: &Ctx<'_>, p: &NewPayment) -> Result<Payment, R
     if let Some((other, state)) = other {
         let state = PaymentState::parse(&state).unwrap_or(PaymentState::Unknown);
         return refuse(CreatePaymentError::PaymentUnderWay { key, other, state });
+    }
+    // One person, one payment per insurance and year: another line of the same person (the roster may
+    // list someone twice) must be neither paid nor have a payment under way.
+    let other_line = |serial: &str| format!("{}/{}/{serial}", p.line.year, p.line.insurance.code());
+    if let Some((serial, by)) = sibling_paid(conn, line_id)? {
+        let (other_line, id_masked) = (other_line(&serial), mask_id_number(&id_number));
+        return refuse(CreatePaymentError::PersonPaid { key, id_masked, other_line, by });
+    }
+    let other = conn
+        .prepare_cached(&format!(
+            "SELECT s.serial, q.id, q.state
+             FROM roster_lines l
+             JOIN roster_lines s ON s.id_number = l.id_number AND s.insurance = l.insurance AND s.year = l.year
+                                AND s.id <> l.id
+             JOIN payments q ON q.line_id = s.id AND q.state IN {UNDER_WAY}
+             WHERE l.id = ?1
+             ORDER BY q.created_at, q.id LIMIT 1"
+        ))?
+        .query_row([line_id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))
+        .optional()?;
+    if let Some((serial, other, state)) = other {
+        let state = PaymentState::parse(&state).unwrap_or(PaymentState::Unknown);
+        let other_line = other_line(&serial);
+        return refuse(CreatePaymentError::PersonPaymentUnderWay { key, other_line, other, state });
     }
     let now = ctx.now();
     conn.prepare_cached(
@@ -291,14 +317,51 @@ pub(super) fn transition_with(
     Ok(TransitionOutcome { payment: after, from, effect })
 }
 
-/// `approved`: binds the line and writes the ledger entry, unless the line is paid or the amount
-/// differs.
+/// Another line of the same person (ID number), insurance and year that is paid: its serial and the
+/// payment bound to it. Reads through `roster_lines_by_id_number`.
+fn sibling_paid(conn: &Connection, line_id: i64) -> rusqlite::Result<Option<(String, String)>> {
+    conn.prepare_cached(
+        "SELECT s.serial, s.paid_by
+         FROM roster_lines l
+         JOIN roster_lines s ON s.id_number = l.id_number AND s.insurance = l.insurance AND s.year = l.year
+                            AND s.id <> l.id
+         WHERE l.id = ?1 AND s.paid_by IS NOT NULL
+         ORDER BY s.serial LIMIT 1",
+    )?
+    .query_row([line_id], |r| Ok((r.get(0)?, r.get(1)?)))
+    .optional()
+}
+
+/// An ID number as errors may show it: the first 6 and the last 4 characters, `********` between.
+fn mask_id_number(id: &str) -> String {
+    let chars: Vec<char> = id.chars().collect();
+    if chars.len() < 10 {
+        return "*".repeat(chars.len().max(8));
+    }
+    let head: String = chars[..6].iter().collect();
+    let tail: String = chars[chars.len() - 4..].iter().collect();
+    format!("{head}********{tail}")
+}
+
+/// `approved`: binds the line and writes the ledger entry, unless the amount is not the one requested
+/// (none or zero reported counts as differing), or the line, or another line of the same person for
+/// the same insurance and year, is paid.
 fn approve(ctx: &Ctx<'_>, p: &Payment, said: &TerminalSaid) -> rusqlite::Result<Effect> {
     let conn = ctx.conn;
-    if let Some(approved) = said.amount.filter(|a| *a != p.amount) {
-        return Ok(Effect::AmountDiffers { requested: p.amount, approved });
+    // An approval is of the amount asked only when the terminal says so: a missing or non-positive
+    // amount is not a confirmation, and nothing goes to the ledger on it.
+    match said.amount {
+        Some(approved) if approved.is_positive() => {
+            if approved != p.amount {
+                return Ok(Effect::AmountDiffers { requested: p.amount, approved });
+            }
+        }
+        _ => return Ok(Effect::AmountDiffers { requested: p.amount, approved: Fen::ZERO }),
     }
     let line_id = line_id(conn, p.id.as_str())?;
+    if let Some((_, by)) = sibling_paid(conn, line_id)? {
+        return Ok(Effect::LineAlreadyPaid { by });
+    }
     let bound = conn
         .prepare_cached("UPDATE roster_lines SET paid_by = ?1 WHERE id = ?2 AND paid_by IS NULL")?
         .execute(params![p.id.as_str(), line_id])?;
@@ -570,6 +633,34 @@ pub(super) fn payments_in(
         out.push(read_payment(shared, r)?);
     }
     Ok(out)
+}
+
+/// Approved payments not bound to their line (their approval was recorded with
+/// [`Effect::LineAlreadyPaid`] or [`Effect::AmountDiffers`]) that no reversal is under way, approved
+/// or declined for: money moved that nothing yet gives back. Oldest first.
+pub(super) fn payments_to_reverse(conn: &Connection, shared: &Shared) -> Result<Vec<Payment>, ReadFail> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {PAYMENT_COLUMNS} FROM payments p JOIN roster_lines l ON l.id = p.line_id
+         WHERE p.state = 'approved' AND l.paid_by IS NOT p.id
+           AND NOT EXISTS (SELECT 1 FROM reversals r WHERE r.payment_id = p.id
+                           AND r.state IN ('created', 'sent', 'unknown', 'approved', 'declined'))
+         ORDER BY p.created_at, p.id"
+    ))?;
+    let mut rows = stmt.query([])?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        out.push(read_payment(shared, r)?);
+    }
+    Ok(out)
+}
+
+/// True when the payment's line is bound to it (false for an unknown payment).
+pub(super) fn is_bound(conn: &Connection, payment: &str) -> Result<bool, ReadFail> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT 1 FROM payments p JOIN roster_lines l ON l.id = p.line_id WHERE p.id = ?1 AND l.paid_by = p.id",
+        )?
+        .exists([payment])?)
 }
 
 /// A payment's or a reversal's history, oldest first.
