@@ -29,6 +29,7 @@ fn outgoing(body: RequestBody, reference: Option<&str>) -> Outgoing {
         operator: Ascii::new("C0001").unwrap(),
         body,
         memo: reference.map_or_else(Memo::new, |r| Memo::with_reference(Ascii::new(r).unwrap())),
+        start_by: None,
     }
 }
 

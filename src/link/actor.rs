@@ -140,12 +140,15 @@ impl Actor {
         debug!(?wait, attempt = self.attempt, "reconnecting after backoff");
         let until = Instant::now() + wait;
         loop {
+            self.expire_queued();
             self.publish();
             self.deliver();
+            let expiry = self.next_expiry();
             tokio::select! {
                 biased;
                 _ = self.stop.cancelled() => return false,
                 _ = sleep_until(until) => return true,
+                _ = sleep_opt(expiry) => {}
                 job = self.jobs.recv(), if self.jobs_open => {
                     if !self.take_job(job) {
                         return false;
@@ -201,6 +204,7 @@ impl Actor {
                     Err(e) => break End::Lost(format!("read failed: {e}")),
                 },
                 _ = sleep_opt(deadline) => self.ecr.handle_timeout(Instant::now().into_std()),
+                _ = sleep_opt(self.next_expiry()) => {}
                 _ = sleep_opt(heartbeat) => {
                     self.last_activity = Instant::now();
                     if let Err(error) = self.ecr.send_probe(self.last_activity.into_std()) {
@@ -227,6 +231,33 @@ impl Actor {
         end
     }
 
+    /// Answers `NotSent` to every queued request whose start deadline has passed.
+    fn expire_queued(&mut self) {
+        let now = Instant::now();
+        if !self.queue.iter().any(|j| j.out.start_by.is_some_and(|t| t <= now)) {
+            return;
+        }
+        let mut kept = VecDeque::with_capacity(self.queue.len());
+        for job in std::mem::take(&mut self.queue) {
+            if job.out.start_by.is_some_and(|t| t <= now) {
+                self.queued.fetch_sub(1, Ordering::AcqRel);
+                warn!(kind = %job.out.body.message_type(), "request not started by its deadline; dropped unsent");
+                let result = ExchangeResult::NotSent(
+                    "not started in time: the terminal was busy with other requests or the link was down".to_owned(),
+                );
+                self.deliveries.push(Delivery::Done(job.done, result));
+            } else {
+                kept.push_back(job);
+            }
+        }
+        self.queue = kept;
+    }
+
+    /// The earliest start deadline of a queued request.
+    fn next_expiry(&self) -> Option<Instant> {
+        self.queue.iter().filter_map(|j| j.out.start_by).min()
+    }
+
     /// When the idle link is due for an ENQ probe.
     fn heartbeat_due(&self) -> Option<Instant> {
         let idle = self.status.state == LinkState::Ready
@@ -238,6 +269,7 @@ impl Actor {
 
     /// Takes the Ecr's events, then starts what is due. Returns why the connection must be dropped.
     fn step(&mut self) -> Option<String> {
+        self.expire_queued();
         loop {
             if let Some(error) = self.drain_events() {
                 return Some(error);
@@ -644,6 +676,7 @@ mod tests {
             operator: OperatorId::new("C0001").unwrap_or(OperatorId::EMPTY),
             body: RequestBody::Query,
             memo: Memo::with_reference(zhengjiao_protocol::EcrReference::new("P1").unwrap_or(Ascii::EMPTY)),
+            start_by: None,
         };
         queued.fetch_add(1, Ordering::AcqRel);
         let job = Job { out, acked: None, done: done_tx, retried: false };

@@ -100,6 +100,10 @@ pub struct Outgoing {
     pub body: RequestBody,
     /// The memo; SALE, VOID, REFUND and QUERY need the ECR reference (0F01).
     pub memo: Memo,
+    /// If the request has not been started by then (the terminal busy with others, or the link down),
+    /// it is dropped unsent and answered [`ExchangeResult::NotSent`]: a sale the collector has given
+    /// up on must not reach the terminal hours later. `None`: it waits as long as it takes.
+    pub start_by: Option<tokio::time::Instant>,
 }
 
 /// The caller's end of one submitted request.
