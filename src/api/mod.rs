@@ -26,8 +26,11 @@ use crate::ledger::{ClientSettings, Forwarder, ForwarderSettings, LedgerClient};
 
 pub use routes::router;
 
-/// The most bytes a request body may have (an import file included).
+/// The most bytes an import's body (a roster file) may have.
 pub const MAX_BODY: usize = 256 * 1024 * 1024;
+
+/// The most bytes any other request's body may have (JSON).
+pub const MAX_JSON_BODY: usize = 64 * 1024;
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -58,8 +61,9 @@ impl ApiState {
         let token = value
             .to_str()
             .ok()
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim())
             .filter(|t| !t.is_empty())
             .ok_or_else(|| ApiError::unauthorized("the Authorization header must be \"Bearer TOKEN\""))?;
         let digest = Sha256::digest(token.as_bytes());
@@ -123,8 +127,13 @@ impl From<ServiceError> for ApiError {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "terminal_unavailable", m)
             }
             ServiceError::Journal(m) => {
-                tracing::error!(error = %m, "journal failure answered 500");
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", m)
+                // The detail (file paths, SQLite's words) is for the log, not for the client.
+                tracing::error!(error = %m, "internal failure answered 500");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "the daemon could not complete the request; its log has the details",
+                )
             }
             // Future variants: an internal error, never a panic.
             #[allow(unreachable_patterns)]
@@ -139,65 +148,95 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// `zhengjiao serve`: opens the journal, starts the collection service (terminal links, recovery of
-/// unknown outcomes) and serves the API until SIGINT or SIGTERM. Prints `listening http://ADDR` on
-/// standard output once the API accepts connections.
+/// A running daemon: the journal, the collection service, the ledger forwarder and the API, started
+/// in this process. `serve` runs one until a signal; the demo and tests start one beside simulators.
+pub struct Daemon {
+    /// Where the API listens.
+    pub addr: SocketAddr,
+    /// The collection service.
+    pub collection: Collection,
+    /// The ledger forwarder.
+    pub forwarder: Forwarder,
+    store: SqliteStore,
+    stop: tokio_util::sync::CancellationToken,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Daemon {
+    /// Opens the journal, starts the terminal links, the recovery of unknown outcomes and the ledger
+    /// forwarder, and binds the API. Returns once the API accepts connections.
+    pub async fn start(config: &Config) -> Result<Daemon, String> {
+        let clock = config.clock.start();
+        let options = JournalOptions { clock, ..JournalOptions::default() };
+        let store = SqliteStore::open(journal_path(&config.data_dir), options)
+            .await
+            .map_err(|e| format!("cannot open the journal: {e}"))?;
+        let collection = Collection::start(config, store.clone(), clock, CollectionSettings::default())
+            .await
+            .map_err(|e| format!("cannot start: {e}"))?;
+        let client = match LedgerClient::from_config(&config.ledger, ClientSettings::default()) {
+            Ok(c) => c,
+            Err(e) => {
+                collection.shutdown().await;
+                return Err(e.to_string());
+            }
+        };
+        // The outbox drains from the start: entries left by an earlier run are sent first.
+        let forwarder =
+            Forwarder::start(store.clone(), client, clock, collection.outbox_signal(), ForwarderSettings::default());
+        let listener = match tokio::net::TcpListener::bind(config.api_listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                forwarder.shutdown().await;
+                collection.shutdown().await;
+                return Err(format!("cannot listen on {}: {e}", config.api_listen));
+            }
+        };
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let app = router(ApiState::new(collection.clone(), forwarder.clone(), config));
+        let stop = tokio_util::sync::CancellationToken::new();
+        let stopped = stop.clone();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app).with_graceful_shutdown(async move { stopped.cancelled().await }).await
+        });
+        tracing::info!(%addr, terminals = config.terminals.len(), "API listening");
+        Ok(Daemon { addr, collection, forwarder, store, stop, server })
+    }
+
+    /// Stops the API, the forwarder and the links, and closes the journal.
+    pub async fn shutdown(self) -> Result<(), String> {
+        self.stop.cancel();
+        let served = self.server.await;
+        self.forwarder.shutdown().await;
+        self.collection.shutdown().await;
+        self.store.close().await;
+        match served {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+/// `zhengjiao serve`: starts a [`Daemon`] and serves until SIGINT or SIGTERM. Prints
+/// `listening http://ADDR` on standard output once the API accepts connections.
 pub async fn serve(config: Config) -> ExitCode {
-    let clock = config.clock.start();
-    let options = JournalOptions { clock, ..JournalOptions::default() };
-    let store = match SqliteStore::open(journal_path(&config.data_dir), options).await {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("serve: cannot open the journal: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let collection = match Collection::start(&config, store.clone(), clock, CollectionSettings::default()).await {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("serve: cannot start: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let client = match LedgerClient::from_config(&config.ledger, ClientSettings::default()) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("serve: {e}");
-            collection.shutdown().await;
-            return ExitCode::FAILURE;
-        }
-    };
-    // The outbox drains from the start: entries left by an earlier run are sent first.
-    let forwarder =
-        Forwarder::start(store.clone(), client, clock, collection.outbox_signal(), ForwarderSettings::default());
-    let listener = match tokio::net::TcpListener::bind(config.api_listen).await {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("serve: cannot listen on {}: {e}", config.api_listen);
-            return ExitCode::FAILURE;
-        }
-    };
-    let addr: SocketAddr = match listener.local_addr() {
-        Ok(a) => a,
+    let daemon = match Daemon::start(&config).await {
+        Ok(d) => d,
         Err(e) => {
             eprintln!("serve: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let app = router(ApiState::new(collection.clone(), forwarder.clone(), &config));
     {
         use std::io::Write;
         let mut out = std::io::stdout().lock();
         // Readiness line for supervisors and tests; a closed stdout does not stop the daemon.
-        let _ = writeln!(out, "listening http://{addr}");
+        let _ = writeln!(out, "listening http://{}", daemon.addr);
         let _ = out.flush();
     }
-    tracing::info!(%addr, terminals = config.terminals.len(), "API listening");
-    let served = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await;
-    forwarder.shutdown().await;
-    collection.shutdown().await;
-    store.close().await;
-    match served {
+    shutdown_signal().await;
+    match daemon.shutdown().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("serve: {e}");

@@ -11,7 +11,7 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 
 use super::body::{query_param, wait_ms, Body};
-use super::{ApiError, ApiState, MAX_BODY};
+use super::{ApiError, ApiState, MAX_BODY, MAX_JSON_BODY};
 use crate::collect::{CollectRequest, LineChoice, PaymentView, ReversalRequest};
 use crate::domain::{CollectionPointCode, CollectionSerial, IdNumber, Insurance};
 use crate::import::{apply_collectors, apply_roster, read_collectors, read_roster, TextEncoding};
@@ -22,6 +22,11 @@ type Params = Query<HashMap<String, String>>;
 
 /// The API's router.
 pub fn router(state: ApiState) -> Router {
+    let imports = Router::new()
+        .route("/v1/imports/roster", post(import_roster))
+        .route("/v1/imports/collectors", post(import_collectors))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), admin_only));
     Router::new()
         .route("/v1/health", get(health))
         .route("/v1/lookup/{query}", get(lookup))
@@ -34,15 +39,27 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/terminals", get(terminals))
         .route("/v1/terminals/{name}/settle", post(settle))
         .route("/v1/settlements", get(settlements))
-        .route("/v1/imports/roster", post(import_roster))
-        .route("/v1/imports/collectors", post(import_collectors))
         .route("/v1/ledger/status", get(super::ledger::status))
         .route("/v1/ledger/dead-letters", get(super::ledger::dead_letters))
         .route("/v1/ledger/dead-letters/{entry_id}/retry", post(super::ledger::retry))
         .route("/v1/reconcile", get(super::ledger::reconcile))
+        .merge(imports)
         .fallback(not_found)
-        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
         .with_state(state)
+}
+
+/// Imports only: the token and the admin role are checked before a byte of the (large) body is read.
+async fn admin_only(
+    State(s): State<ApiState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match s.operator(request.headers()) {
+        Ok(who) if who.is_admin() => next.run(request).await,
+        Ok(_) => ApiError::new(StatusCode::FORBIDDEN, "forbidden", "imports are for admins").into_response(),
+        Err(e) => e.into_response(),
+    }
 }
 
 async fn not_found() -> ApiError {
@@ -108,9 +125,9 @@ async fn collect(State(s): State<ApiState>, headers: HeaderMap, bytes: Bytes) ->
 
 async fn payment(State(s): State<ApiState>, headers: HeaderMap, Path(id): Path<String>, params: Params) -> Answer {
     let who = s.operator(&headers)?;
-    let wait = query_param(&params, "wait_ms", |v| {
-        v.parse::<i64>().map_err(|e| format!("{v:?}: {e}")).and_then(|ms| wait_ms(ms).map_err(|e| e.body.to_string()))
-    })?;
+    let wait = query_param(&params, "wait_ms", |v| v.parse::<i64>().map_err(|e| format!("{v:?}: {e}")))?
+        .map(wait_ms)
+        .transpose()?;
     let payment = s.collection.payment_for(&who, &id).await?;
     let view = s.collection.wait_payment(&payment.id, wait.unwrap_or_default()).await?;
     Ok((StatusCode::OK, Json(view.to_json())).into_response())
@@ -164,14 +181,12 @@ async fn refund(State(s): State<ApiState>, headers: HeaderMap, Path(id): Path<St
 async fn terminals(State(s): State<ApiState>, headers: HeaderMap) -> Answer {
     let who = s.operator(&headers)?;
     let mut out = Vec::new();
+    let open = s.collection.open_outcomes().await?;
     for (point, status) in s.collection.terminals() {
         if !who.may_act_at(&point) {
             continue;
         }
-        let unknown = match &status.terminal_id {
-            Some(id) => s.collection.open_outcomes(id).await?,
-            None => 0,
-        };
+        let unknown = status.terminal_id.as_ref().and_then(|id| open.get(id)).copied().unwrap_or(0);
         let mut v = serde_json::to_value(&status).unwrap_or(Value::Null);
         if let Some(obj) = v.as_object_mut() {
             obj.insert("collection_point".to_owned(), json!(point.as_str()));
@@ -254,7 +269,13 @@ async fn import(s: ApiState, headers: HeaderMap, params: Params, bytes: Bytes, k
         Checked::Roster(f) => apply_roster(store, f, update).await,
         Checked::Collectors(f) => apply_collectors(store, f, update).await,
     }
-    .map_err(|e| refused(e.to_string()))?;
+    .map_err(|e| match e {
+        crate::import::ImportError::Journal(j) => {
+            tracing::error!(error = %j, "import: journal failure");
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the journal failed; nothing was imported")
+        }
+        other => refused(other.to_string()),
+    })?;
     let o = summary.outcome;
     Ok(Json(json!({"rows": summary.rows, "inserted": o.inserted, "unchanged": o.unchanged, "updated": o.updated}))
         .into_response())

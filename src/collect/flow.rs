@@ -1,25 +1,33 @@
-//! The money flows: SALE for a collection, VOID and REFUND for a reversal, QUERY for an unknown outcome.
+//! The SALE flow of a collection, and the steps every money exchange shares: recording `sent` on the
+//! ACK, the answer, or `unknown` when there is none.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::OwnedRwLockReadGuard;
-use zhengjiao_protocol::memo::{ContributionKind, QueryState};
-use zhengjiao_protocol::message::{OperatorId, Trace};
+use tokio::sync::{oneshot, OwnedRwLockReadGuard};
+use zhengjiao_protocol::memo::ContributionKind;
+use zhengjiao_protocol::message::OperatorId;
 use zhengjiao_protocol::{Amount, EcrReference, MaskedIdNumber, Memo, PayerName, RequestBody, Response};
 
 use super::error::{Rule, ServiceError};
 use super::view::PaymentView;
-use super::{link_state_name, operator_id, system_operator, Collection, Operator, TerminalEntry, MAX_WAIT};
+use super::{link_state_name, Collection, Operator, TerminalEntry, MAX_WAIT};
 use crate::domain::{CollectionSerial, Fen, IdNumber, Insurance};
 use crate::journal::{
-    CreatePaymentError, CreateReversalError, Effect, LineKey, NewPayment, NewReversal, Payment, PaymentState,
-    ReversalKind, Store, StoredLine, TerminalSaid,
+    CreatePaymentError, Effect, NewPayment, Payment, PaymentState, ReversalKind, Store, StoredLine, TerminalSaid,
 };
 use crate::link::{ExchangeResult, LinkState, Outgoing};
 
 /// How long a collection waits for a terminal that has just signed in to be recorded in the journal.
 const REGISTRATION_WAIT: Duration = Duration::from_secs(5);
+
+/// How long a money request waits for a settlement of its terminal in progress.
+pub(super) const GATE_WAIT: Duration = Duration::from_secs(30);
+
+/// A SALE, VOID or REFUND not started on the terminal within this (the terminal busy with others, the
+/// link down) is dropped unsent: the collector has given up on it, and it must not reach the terminal
+/// later. The payment then goes `unknown`, and QUERY proves it was not charged.
+pub(super) const MONEY_START_WITHIN: Duration = Duration::from_secs(20);
 
 /// Which line a collection is for.
 #[derive(Debug, Clone)]
@@ -69,21 +77,31 @@ pub struct ReversalRequest {
 }
 
 /// What a terminal's answer about a transaction means for its record.
-enum Verdict {
+pub(super) enum Verdict {
+    /// `00`, or QUERY state `A`: money moved.
     Approved(TerminalSaid),
+    /// Any other code, or QUERY state `D`.
     Declined(TerminalSaid),
+    /// QUERY `25`: the terminal never carried it out.
     NotCharged(TerminalSaid),
+    /// QUERY state `V` or `R`: approved, and since voided or refunded on the terminal itself.
+    ApprovedThenReversed(TerminalSaid, ReversalKind),
 }
 
 impl Collection {
     /// Collects one line: policy, `created`, SALE, outcome. Returns the payment as it stands when the
     /// outcome is known or the wait ran out.
+    ///
+    /// Recording `created` and sending run in a task of their own, so a caller that goes away (an HTTP
+    /// client disconnecting) never leaves a payment recorded and not sent.
     pub async fn collect(&self, who: &Operator, req: CollectRequest) -> Result<PaymentView, ServiceError> {
         let entry = Arc::clone(self.terminal(&req.terminal)?);
         if !who.may_act_at(&entry.collection_point) {
             return Err(ServiceError::Forbidden(format!(
-                "terminal {} stands at collection point {}, not yours",
-                entry.name, entry.collection_point
+                "terminal {} stands at collection point {}, not yours ({})",
+                entry.name,
+                entry.collection_point,
+                who.point_name()
             )));
         }
         let line = self.find_line(&req).await?;
@@ -91,7 +109,12 @@ impl Collection {
         if !who.may_act_at(&stored.collection_point) {
             return Err(ServiceError::policy(
                 Rule::CollectionPoint,
-                format!("line {} belongs to collection point {}, not yours", stored.key(), stored.collection_point),
+                format!(
+                    "line {} belongs to collection point {}, not yours ({})",
+                    stored.key(),
+                    stored.collection_point,
+                    who.point_name()
+                ),
             ));
         }
         if stored.collection_point != entry.collection_point {
@@ -107,6 +130,21 @@ impl Collection {
             ));
         }
         let amount = self.check_policy(&line, &req).await?;
+        self.ready_terminal_id(&entry).await?;
+        let (tx, rx) = oneshot::channel();
+        let this = self.clone();
+        let staff = who.clone();
+        tokio::spawn(async move { this.create_and_send(entry, line, amount, staff, tx).await });
+        let id = rx.await.map_err(|_| ServiceError::Journal("the collection task ended early".to_owned()))??;
+        self.wait_payment(&id, req.wait.unwrap_or(self.inner.settings.default_wait)).await
+    }
+
+    /// The terminal id (终端号) of a terminal that is ready for money requests: signed in, its sign-in
+    /// recorded in the journal (waited for briefly), and room in its queue.
+    pub(super) async fn ready_terminal_id(
+        &self,
+        entry: &TerminalEntry,
+    ) -> Result<zhengjiao_protocol::message::TerminalId, ServiceError> {
         let mut status = entry.link.status();
         if status.state == LinkState::Ready && *entry.registered_session.borrow() != status.session {
             // Signed in a moment ago: the journal records the terminal first (bounded wait).
@@ -123,19 +161,68 @@ impl Collection {
                     "terminal {} is {}{}; nothing was recorded or sent",
                     entry.name,
                     link_state_name(status.state),
-                    status.last_error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default()
+                    status.last_error.as_deref().map(|e| format!(" (last error: {e})")).unwrap_or_default()
                 )))
             }
         };
-        let terminal_id = zhengjiao_protocol::message::TerminalId::new(&terminal_id)
-            .map_err(|e| ServiceError::Journal(format!("terminal id {terminal_id:?}: {e}")))?;
+        if status.queued >= entry.queue_max {
+            return Err(ServiceError::TerminalUnavailable(format!(
+                "terminal {} has {} requests waiting (its queue holds {}); nothing was recorded or sent",
+                entry.name, status.queued, entry.queue_max
+            )));
+        }
+        zhengjiao_protocol::message::TerminalId::new(&terminal_id)
+            .map_err(|e| ServiceError::Journal(format!("terminal id {terminal_id:?}: {e}")))
+    }
 
-        let gate = Arc::clone(&entry.batch_gate).read_owned().await;
+    /// Takes the batch gate (a settlement in progress finishes first), waiting at most [`GATE_WAIT`].
+    pub(super) async fn enter_batch(&self, entry: &TerminalEntry) -> Result<OwnedRwLockReadGuard<()>, ServiceError> {
+        tokio::time::timeout(GATE_WAIT, Arc::clone(&entry.batch_gate).read_owned()).await.map_err(|_| {
+            ServiceError::TerminalUnavailable(format!(
+                "terminal {} is being settled and did not finish within {} s; nothing was recorded or sent",
+                entry.name,
+                GATE_WAIT.as_secs()
+            ))
+        })
+    }
+
+    /// Records the payment `created` and sends its SALE; the id (or the refusal) goes to `reply` as soon
+    /// as the payment is recorded.
+    async fn create_and_send(
+        self,
+        entry: Arc<TerminalEntry>,
+        line: StoredLine,
+        amount: Fen,
+        who: Operator,
+        reply: oneshot::Sender<Result<EcrReference, ServiceError>>,
+    ) {
+        let gate = match self.enter_batch(&entry).await {
+            Ok(g) => g,
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return;
+            }
+        };
+        // Checked again under the gate: a settlement may have run meanwhile.
+        let terminal_id = match self.ready_terminal_id(&entry).await {
+            Ok(id) => id,
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return;
+            }
+        };
         let mut attempts = 0;
-        let payment = loop {
+        let created = loop {
+            let id = match self.new_reference() {
+                Ok(id) => id,
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                    return;
+                }
+            };
             let new = NewPayment {
-                id: self.new_reference()?,
-                line: stored.key(),
+                id,
+                line: line.line.key(),
                 amount,
                 terminal: terminal_id,
                 till: entry.till,
@@ -148,31 +235,22 @@ impl Collection {
                 other => break other,
             }
         };
-        let payment = match payment {
+        let payment = match created {
             Ok(p) => p,
-            Err(CreatePaymentError::LinePaid { key, by }) => {
-                return Err(ServiceError::policy(Rule::AlreadyPaid, format!("line {key} is already paid by {by}")))
+            Err(e) => {
+                let _ = reply.send(Err(refusal_of(e)));
+                return;
             }
-            Err(CreatePaymentError::PaymentUnderWay { key, other, state }) => {
-                return Err(ServiceError::conflict(
-                    "payment_under_way",
-                    format!("payment {other} for line {key} is {state}; its outcome comes first"),
-                ))
-            }
-            Err(e) => return Err(ServiceError::Journal(e.to_string())),
         };
         self.notify_changed();
         tracing::info!(
             payment = %payment.id.as_str(), terminal = %entry.name, line = %payment.line, amount = %payment.amount,
             "payment created"
         );
+        let _ = reply.send(Ok(payment.id));
         let memo = sale_memo(&payment, &line);
-        let operator = who.operator_id();
-        let this = self.clone();
-        let id = payment.id;
         let body = RequestBody::Sale { amount: amount_of(payment.amount) };
-        tokio::spawn(async move { this.run_sale(entry, payment, operator, body, memo, gate).await });
-        self.wait_payment(&id, req.wait.unwrap_or(self.inner.settings.default_wait)).await
+        self.run_sale(entry, payment, who.operator_id(), body, memo, gate).await;
     }
 
     /// Resolves the line a collection names.
@@ -235,6 +313,14 @@ impl Collection {
                 if req.amount.is_some() && req.tier.is_none() {
                     return Err(ServiceError::bad("tier", "a pension payment takes a tier, not an amount"));
                 }
+                if let (Some(asked), Some(tier)) = (req.amount, req.tier) {
+                    if asked != tier {
+                        return Err(ServiceError::bad(
+                            "amount",
+                            format!("amount {asked} differs from the tier {tier}"),
+                        ));
+                    }
+                }
                 let tier = req.tier.ok_or_else(|| {
                     ServiceError::bad("tier", format!("line {} is a pension line: choose a tier", l.key()))
                 })?;
@@ -257,6 +343,12 @@ impl Collection {
                 let due = l.amount_due.ok_or_else(|| {
                     ServiceError::conflict("no_amount_due", format!("medical line {} has no amount due", l.key()))
                 })?;
+                if !due.is_positive() {
+                    return Err(ServiceError::policy(
+                        Rule::MedicalAmount,
+                        format!("line {} has amount due {due}: there is nothing to collect", l.key()),
+                    ));
+                }
                 if let Some(asked) = req.amount {
                     if asked != due {
                         return Err(ServiceError::policy(
@@ -339,46 +431,61 @@ impl Collection {
         gate: OwnedRwLockReadGuard<()>,
     ) {
         let id = payment.id;
-        let outcome = self.exchange(&entry, operator, body, memo, Some(&id), false).await;
-        match outcome {
+        match self.exchange(&entry, operator, body, memo, &id, false).await {
             Ok(response) => {
-                if let Err(e) = self.record_sale_answer(&entry, &id, &response).await {
-                    tracing::error!(payment = %id.as_str(), error = %e, "cannot record the SALE answer");
+                let said = TerminalSaid::from_response(&response);
+                let verdict =
+                    if response.code.is_approved() { Verdict::Approved(said) } else { Verdict::Declined(said) };
+                if !self.record_payment_verdict(&entry, &id, verdict).await {
+                    self.fall_back_to_unknown(&entry, &id, false, "the answer could not be recorded").await;
                 }
             }
-            Err(note) => {
-                self.step(&id, false, PaymentState::Unknown, TerminalSaid::note(note)).await;
-                entry.kick.notify_one();
-            }
+            Err(note) => self.fall_back_to_unknown(&entry, &id, false, &note).await,
         }
         drop(gate);
         self.notify_changed();
     }
 
+    /// Records `unknown` for a payment or reversal whose outcome was not recorded, and wakes the
+    /// terminal's recovery task to ask the terminal.
+    pub(super) async fn fall_back_to_unknown(
+        &self,
+        entry: &TerminalEntry,
+        id: &EcrReference,
+        reversal: bool,
+        note: &str,
+    ) {
+        tracing::warn!(reference = %id.as_str(), note, "outcome unknown; asking the terminal");
+        self.step(id, reversal, PaymentState::Unknown, TerminalSaid::note(note)).await;
+        entry.kick.notify_one();
+    }
+
     /// Runs one money exchange: records `sent` when the terminal ACKs the request, and returns the
     /// response, or why there is none (the outcome is then unknown).
-    async fn exchange(
+    pub(super) async fn exchange(
         &self,
         entry: &TerminalEntry,
         operator: OperatorId,
         body: RequestBody,
         memo: Memo,
-        reference: Option<&EcrReference>,
+        reference: &EcrReference,
         reversal: bool,
     ) -> Result<Response, String> {
-        let exchange = entry.link.submit(Outgoing { operator, body, memo }).map_err(|e| format!("not sent: {e}"))?;
+        let start_by = Some(tokio::time::Instant::now() + MONEY_START_WITHIN);
+        let exchange =
+            entry.link.submit(Outgoing { operator, body, memo, start_by }).map_err(|e| format!("not sent: {e}"))?;
         let mut acked = exchange.acked;
         let mut done = exchange.done;
         let mut acked_seen = false;
+        let mut sent_recorded = false;
         let result = loop {
             tokio::select! {
                 biased;
                 r = &mut acked, if !acked_seen => {
                     acked_seen = true;
                     if r.is_ok() {
-                        if let Some(id) = reference {
-                            self.step(id, reversal, PaymentState::Sent, TerminalSaid::default()).await;
-                        }
+                        sent_recorded =
+                            self.step(reference, reversal, PaymentState::Sent, TerminalSaid::default()).await;
                     }
                 }
                 r = &mut done => break r,
@@ -386,20 +493,19 @@ impl Collection {
         };
         match result {
             Ok(ExchangeResult::Answered(response)) => {
-                if let Some(id) = reference {
-                    if let Some(echoed) = &response.memo.reference {
-                        if echoed != id {
-                            return Err(format!(
-                                "the answer names reference {} instead of {}",
-                                echoed.as_str(),
-                                id.as_str()
-                            ));
-                        }
+                if let Some(echoed) = &response.memo.reference {
+                    if echoed != reference {
+                        return Err(format!(
+                            "the answer names reference {} instead of {}",
+                            echoed.as_str(),
+                            reference.as_str()
+                        ));
                     }
-                    if !acked_seen {
-                        self.step(id, reversal, PaymentState::Sent, TerminalSaid::note("answered before its ACK"))
-                            .await;
-                    }
+                }
+                if !sent_recorded {
+                    // An answer proves the request arrived; `sent` comes before the outcome.
+                    self.step(reference, reversal, PaymentState::Sent, TerminalSaid::note("answered before its ACK"))
+                        .await;
                 }
                 Ok(*response)
             }
@@ -411,7 +517,7 @@ impl Collection {
     }
 
     /// Records one step of a payment (or a reversal), logging a refusal; true when recorded.
-    async fn step(&self, id: &EcrReference, reversal: bool, to: PaymentState, said: TerminalSaid) -> bool {
+    pub(super) async fn step(&self, id: &EcrReference, reversal: bool, to: PaymentState, said: TerminalSaid) -> bool {
         let store = &self.inner.store;
         let result = if reversal {
             store.transition_reversal(id, to, said).await.map(|_| ())
@@ -431,397 +537,55 @@ impl Collection {
         }
     }
 
-    /// A SALE's answer: approved (bound, or voided automatically when wrong) or declined.
-    async fn record_sale_answer(
-        &self,
-        entry: &Arc<TerminalEntry>,
-        id: &EcrReference,
-        response: &Response,
-    ) -> Result<(), ServiceError> {
-        let said = TerminalSaid::from_response(response);
-        let verdict = if response.code.is_approved() { Verdict::Approved(said) } else { Verdict::Declined(said) };
-        self.record_payment_verdict(entry, id, verdict).await
-    }
-
-    async fn record_payment_verdict(
+    /// Records a terminal's verdict on a payment. An approval that cannot be bound (another amount, the
+    /// person paid meanwhile) wakes the recovery task, which reverses it. True when recorded.
+    pub(super) async fn record_payment_verdict(
         &self,
         entry: &Arc<TerminalEntry>,
         id: &EcrReference,
         verdict: Verdict,
-    ) -> Result<(), ServiceError> {
+    ) -> bool {
         let store = &self.inner.store;
-        let (to, said) = match verdict {
-            Verdict::Approved(s) => (PaymentState::Approved, s),
-            Verdict::Declined(s) => (PaymentState::Declined, s),
-            Verdict::NotCharged(s) => (PaymentState::NotCharged, s),
+        let (to, said, reversed) = match verdict {
+            Verdict::Approved(s) => (PaymentState::Approved, s, None),
+            Verdict::Declined(s) => (PaymentState::Declined, s, None),
+            Verdict::NotCharged(s) => (PaymentState::NotCharged, s, None),
+            Verdict::ApprovedThenReversed(s, kind) => (PaymentState::Approved, s, Some(kind)),
         };
-        let outcome = store.transition(id, to, said).await.map_err(|e| ServiceError::Journal(e.to_string()));
+        let said_again = said.clone();
+        let outcome = store.transition(id, to, said).await;
         self.notify_changed();
         if to == PaymentState::Approved {
             self.inner.outbox.notify_one();
         }
-        let outcome = outcome?;
-        tracing::info!(payment = %id.as_str(), from = %outcome.from, to = %to, code = ?outcome.payment.pos.code.map(|c| c.as_str().to_owned()), "payment outcome recorded");
+        let outcome = match outcome {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::error!(payment = %id.as_str(), to = %to, error = %e, "cannot record the outcome");
+                return false;
+            }
+        };
+        tracing::info!(
+            payment = %id.as_str(), from = %outcome.from, to = %to,
+            code = outcome.payment.pos.code.map(|c| c.as_str().to_owned()).unwrap_or_default(),
+            "payment outcome recorded"
+        );
+        if let Some(kind) = reversed {
+            self.record_terminal_reversal(&outcome.payment, kind, said_again).await;
+            return true;
+        }
         match outcome.effect {
             Effect::LineAlreadyPaid { by } => {
-                tracing::warn!(payment = %id.as_str(), by = %by, "approved for a line paid meanwhile: voiding it");
-                self.auto_void(entry, &outcome.payment).await;
+                tracing::warn!(payment = %id.as_str(), by = %by, "approved although paid meanwhile: to be reversed");
+                entry.kick.notify_one();
             }
             Effect::AmountDiffers { requested, approved } => {
-                tracing::warn!(payment = %id.as_str(), %requested, %approved, "approved another amount: voiding it");
-                self.auto_void(entry, &outcome.payment).await;
+                tracing::warn!(payment = %id.as_str(), %requested, %approved, "approved another amount: to be reversed");
+                entry.kick.notify_one();
             }
             _ => {}
         }
-        Ok(())
-    }
-
-    /// Reverses a payment whose approval turned out wrong: VOID while its batch is open (reference
-    /// `-A<n>`), else REFUND. Runs as its own task: it may wait for the batch gate, which a SETTLE in
-    /// progress holds.
-    async fn auto_void(&self, entry: &Arc<TerminalEntry>, payment: &Payment) {
-        let this = self.clone();
-        let entry = Arc::clone(entry);
-        let payment = payment.clone();
-        tokio::spawn(async move {
-            let operator = operator_id(&payment.operator);
-            let open_batch = entry.link.status().batch;
-            let sale_batch = payment.pos.batch.map(|b| b.as_str().to_owned());
-            let kind = if sale_batch.is_none() || sale_batch == open_batch {
-                ReversalKind::Void
-            } else {
-                ReversalKind::Refund
-            };
-            match this.start_reversal(&entry, &payment, kind, None, operator, true).await {
-                Ok(rev) => {
-                    tracing::info!(payment = %payment.id.as_str(), reversal = %rev.as_str(), "automatic reversal sent")
-                }
-                Err(e) => {
-                    tracing::error!(payment = %payment.id.as_str(), error = %e, "automatic reversal not possible; an operator must void or refund it")
-                }
-            }
-        });
-    }
-
-    /// Voids a payment of the terminal's open batch (撤销).
-    pub async fn void(&self, who: &Operator, req: ReversalRequest) -> Result<PaymentView, ServiceError> {
-        self.reverse(who, req, ReversalKind::Void).await
-    }
-
-    /// Refunds a payment of an earlier batch (退货), whole.
-    pub async fn refund(&self, who: &Operator, req: ReversalRequest) -> Result<PaymentView, ServiceError> {
-        self.reverse(who, req, ReversalKind::Refund).await
-    }
-
-    async fn reverse(
-        &self,
-        who: &Operator,
-        req: ReversalRequest,
-        kind: ReversalKind,
-    ) -> Result<PaymentView, ServiceError> {
-        let payment = self.payment_for(who, &req.payment).await?;
-        let entry = self.entry_of(&payment)?;
-        let reversal = self.start_reversal(&entry, &payment, kind, req.amount, who.operator_id(), false).await?;
-        let wait = req.wait.unwrap_or(self.inner.settings.default_wait);
-        self.wait_reversal(&payment.id, &reversal, wait).await
-    }
-
-    /// The payment, if the operator may see it.
-    pub(crate) async fn payment_for(&self, who: &Operator, id: &str) -> Result<Payment, ServiceError> {
-        let reference =
-            EcrReference::new(id).map_err(|e| ServiceError::bad("payment", format!("not a payment id: {e}")))?;
-        let payment = self
-            .inner
-            .store
-            .payment(&reference)
-            .await?
-            .ok_or_else(|| ServiceError::not_found("payment", format!("no payment {id}")))?;
-        if !who.is_admin() {
-            let point = self.line_point(&payment.line).await?;
-            if !who.may_act_at(&point) {
-                return Err(ServiceError::Forbidden(format!("payment {id} belongs to another collection point")));
-            }
-        }
-        Ok(payment)
-    }
-
-    pub(crate) async fn line_point(&self, key: &LineKey) -> Result<crate::domain::CollectionPointCode, ServiceError> {
-        let line = self.inner.store.roster_line(&key.serial, key.insurance, key.year).await?;
-        line.map(|l| l.line.collection_point)
-            .ok_or_else(|| ServiceError::Journal(format!("line {key} of a payment is missing")))
-    }
-
-    /// The terminal a payment was made on.
-    fn entry_of(&self, payment: &Payment) -> Result<Arc<TerminalEntry>, ServiceError> {
-        self.terminal_by_id(payment.terminal.as_str()).map(Arc::clone).ok_or_else(|| {
-            ServiceError::TerminalUnavailable(format!(
-                "terminal {} of payment {} has not signed in since the daemon started",
-                payment.terminal.as_str(),
-                payment.id.as_str()
-            ))
-        })
-    }
-
-    /// Records a reversal `created` and sends its VOID or REFUND; returns its reference.
-    async fn start_reversal(
-        &self,
-        entry: &Arc<TerminalEntry>,
-        payment: &Payment,
-        kind: ReversalKind,
-        amount: Option<Fen>,
-        operator: OperatorId,
-        automatic: bool,
-    ) -> Result<EcrReference, ServiceError> {
-        let status = entry.link.status();
-        if status.state != LinkState::Ready {
-            return Err(ServiceError::TerminalUnavailable(format!(
-                "terminal {} is {}; nothing was recorded or sent",
-                entry.name,
-                link_state_name(status.state)
-            )));
-        }
-        if !matches!(payment.state, PaymentState::Approved | PaymentState::Forwarded) {
-            return Err(ServiceError::conflict(
-                "not_reversible",
-                format!(
-                    "payment {} is {}; only an approved payment can be reversed",
-                    payment.id.as_str(),
-                    payment.state
-                ),
-            ));
-        }
-        let sale_amount = payment.pos.amount.unwrap_or(payment.amount);
-        let sale_batch = payment.pos.batch.map(|b| b.as_str().to_owned());
-        let open_batch = status.batch.clone();
-        let body = match kind {
-            ReversalKind::Void => {
-                if sale_batch.is_some() && sale_batch != open_batch {
-                    return Err(ServiceError::conflict(
-                        "not_reversible",
-                        format!(
-                            "payment {} is in batch {}, and the terminal's open batch is {}: refund it instead",
-                            payment.id.as_str(),
-                            sale_batch.unwrap_or_default(),
-                            open_batch.unwrap_or_default()
-                        ),
-                    ));
-                }
-                let orig_trace = payment.pos.trace.filter(|t: &Trace| !t.is_zero()).ok_or_else(|| {
-                    ServiceError::conflict("not_reversible", "the terminal gave no trace number for the sale")
-                })?;
-                RequestBody::Void { amount: amount_of(sale_amount), orig_trace }
-            }
-            ReversalKind::Refund => {
-                if let Some(asked) = amount {
-                    if asked != sale_amount {
-                        return Err(ServiceError::bad(
-                            "amount",
-                            format!("a contribution is refunded whole: the amount must be {sale_amount}, not {asked}"),
-                        ));
-                    }
-                }
-                if sale_batch.is_some() && sale_batch == open_batch {
-                    return Err(ServiceError::conflict(
-                        "not_reversible",
-                        format!(
-                            "payment {} is in the terminal's open batch {}: void it instead",
-                            payment.id.as_str(),
-                            open_batch.unwrap_or_default()
-                        ),
-                    ));
-                }
-                let orig_rrn = payment.pos.rrn.ok_or_else(|| {
-                    ServiceError::conflict("not_reversible", "the terminal gave no reference number (RRN) for the sale")
-                })?;
-                let orig_date = payment.pos.date.ok_or_else(|| {
-                    ServiceError::conflict("not_reversible", "the terminal gave no date for the sale")
-                })?;
-                RequestBody::Refund { amount: amount_of(sale_amount), orig_date, orig_rrn }
-            }
-        };
-        let earlier = self.inner.store.reversals_of(&payment.id).await?;
-        let letter = match (kind, automatic) {
-            (_, true) => 'A',
-            (ReversalKind::Void, false) => 'V',
-            (ReversalKind::Refund, false) => 'R',
-        };
-        let text = format!("{}-{letter}{}", payment.id.as_str(), earlier.len() + 1);
-        let id = EcrReference::new(&text).map_err(|e| ServiceError::Journal(format!("reference {text}: {e}")))?;
-        let gate = Arc::clone(&entry.batch_gate).read_owned().await;
-        let new = NewReversal {
-            id,
-            payment: payment.id,
-            kind,
-            amount: sale_amount,
-            terminal: payment.terminal,
-            operator: payment.operator.clone(),
-        };
-        match self.inner.store.record_reversal_created(new).await {
-            Ok(_) => {}
-            Err(e @ CreateReversalError::Storage(_)) => return Err(ServiceError::Journal(e.to_string())),
-            Err(e) => return Err(ServiceError::conflict("not_reversible", e.to_string())),
-        }
-        self.notify_changed();
-        tracing::info!(payment = %payment.id.as_str(), reversal = %text, kind = kind.as_str(), "reversal created");
-        let this = self.clone();
-        let entry = Arc::clone(entry);
-        let memo = Memo::with_reference(id);
-        tokio::spawn(async move {
-            match this.exchange(&entry, operator, body, memo, Some(&id), true).await {
-                Ok(response) => {
-                    let said = TerminalSaid::from_response(&response);
-                    let verdict =
-                        if response.code.is_approved() { Verdict::Approved(said) } else { Verdict::Declined(said) };
-                    this.record_reversal_verdict(&id, verdict).await;
-                }
-                Err(note) => {
-                    this.step(&id, true, PaymentState::Unknown, TerminalSaid::note(note)).await;
-                    entry.kick.notify_one();
-                }
-            }
-            drop(gate);
-            this.notify_changed();
-        });
-        Ok(id)
-    }
-
-    async fn record_reversal_verdict(&self, id: &EcrReference, verdict: Verdict) {
-        let (to, said) = match verdict {
-            Verdict::Approved(s) => (PaymentState::Approved, s),
-            Verdict::Declined(s) => (PaymentState::Declined, s),
-            Verdict::NotCharged(s) => (PaymentState::NotCharged, s),
-        };
-        if self.step(id, true, to, said).await {
-            tracing::info!(reversal = %id.as_str(), to = %to, "reversal outcome recorded");
-        }
-    }
-
-    /// Asks the terminal (QUERY) about a payment and its reversals whose outcome is unknown, and records
-    /// the answers. Returns the payment as it stands.
-    pub async fn query(&self, who: &Operator, id: &str) -> Result<PaymentView, ServiceError> {
-        let payment = self.payment_for(who, id).await?;
-        let entry = self.entry_of(&payment)?;
-        if entry.link.status().state != LinkState::Ready {
-            return Err(ServiceError::TerminalUnavailable(format!("terminal {} is not ready", entry.name)));
-        }
-        let _resolving = entry.resolving.lock().await;
-        if payment.state == PaymentState::Unknown {
-            self.query_payment(&entry, &payment).await;
-        }
-        for r in self.inner.store.reversals_of(&payment.id).await? {
-            if r.state == PaymentState::Unknown {
-                self.query_reversal(&entry, &r.id).await;
-            }
-        }
-        self.view(&payment.id, true).await
-    }
-
-    /// Asks about every unknown outcome on this terminal; returns how many remain unknown.
-    pub(crate) async fn resolve_unknown(&self, entry: &Arc<TerminalEntry>) -> usize {
-        let Some(terminal_id) = entry.terminal_id() else { return 0 };
-        // One pass at a time per terminal (the recovery task, a settlement, an operator's QUERY).
-        let _resolving = entry.resolving.lock().await;
-        let store = &self.inner.store;
-        let mut remaining = 0;
-        match store.payments_in(&[PaymentState::Unknown]).await {
-            Ok(payments) => {
-                for p in payments.iter().filter(|p| p.terminal.as_str() == terminal_id) {
-                    if !self.query_payment(entry, p).await {
-                        remaining += 1;
-                    }
-                }
-            }
-            Err(e) => {
-                tracing::error!(terminal = %entry.name, error = %e, "cannot read unknown payments");
-                remaining += 1;
-            }
-        }
-        match store.reversals_in(&[PaymentState::Unknown]).await {
-            Ok(reversals) => {
-                for r in reversals.iter().filter(|r| r.terminal.as_str() == terminal_id) {
-                    if !self.query_reversal(entry, &r.id).await {
-                        remaining += 1;
-                    }
-                }
-            }
-            Err(e) => {
-                tracing::error!(terminal = %entry.name, error = %e, "cannot read unknown reversals");
-                remaining += 1;
-            }
-        }
-        remaining
-    }
-
-    /// QUERY for one payment; true when its outcome is now recorded.
-    async fn query_payment(&self, entry: &Arc<TerminalEntry>, payment: &Payment) -> bool {
-        let Some(verdict) = self.ask(entry, &payment.id).await else { return false };
-        match self.record_payment_verdict(entry, &payment.id, verdict).await {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::error!(payment = %payment.id.as_str(), error = %e, "cannot record the QUERY answer");
-                false
-            }
-        }
-    }
-
-    async fn query_reversal(&self, entry: &Arc<TerminalEntry>, id: &EcrReference) -> bool {
-        let Some(verdict) = self.ask(entry, id).await else { return false };
-        self.record_reversal_verdict(id, verdict).await;
         true
-    }
-
-    /// One QUERY; `None` when the answer does not settle the outcome (no answer, busy, ...).
-    async fn ask(&self, entry: &TerminalEntry, id: &EcrReference) -> Option<Verdict> {
-        let out = Outgoing { operator: system_operator(), body: RequestBody::Query, memo: Memo::with_reference(*id) };
-        let exchange = match entry.link.submit(out) {
-            Ok(e) => e,
-            Err(e) => {
-                tracing::warn!(terminal = %entry.name, reference = %id.as_str(), error = %e, "QUERY not sent");
-                return None;
-            }
-        };
-        let response = match exchange.done.await {
-            Ok(ExchangeResult::Answered(r)) => r,
-            Ok(other) => {
-                tracing::warn!(terminal = %entry.name, reference = %id.as_str(), result = ?other, "QUERY unanswered");
-                return None;
-            }
-            Err(_) => return None,
-        };
-        if response.memo.reference.as_ref().is_some_and(|r| r != id) {
-            tracing::warn!(reference = %id.as_str(), "QUERY answer names another reference; ignored");
-            return None;
-        }
-        let mut said = TerminalSaid::from_response(&response);
-        match response.memo.query_state {
-            Some(QueryState::Approved | QueryState::Voided | QueryState::Refunded) => {
-                if response.memo.query_state != Some(QueryState::Approved) {
-                    said.note = Some(format!(
-                        "the terminal reports it approved and since {}",
-                        if response.memo.query_state == Some(QueryState::Voided) { "voided" } else { "refunded" }
-                    ));
-                    tracing::warn!(reference = %id.as_str(), "QUERY: approved and later reversed at the terminal");
-                } else {
-                    said.note = Some("QUERY: approved".to_owned());
-                }
-                Some(Verdict::Approved(said))
-            }
-            Some(QueryState::Declined) => {
-                said.note = Some("QUERY: declined".to_owned());
-                Some(Verdict::Declined(said))
-            }
-            None if response.code.as_str() == "25" => {
-                said.note = Some("QUERY: the terminal has no record of it (25): not charged".to_owned());
-                Some(Verdict::NotCharged(said))
-            }
-            None => {
-                tracing::warn!(
-                    terminal = %entry.name, reference = %id.as_str(), code = %response.code.as_str(),
-                    "QUERY answer does not settle the outcome; asking again later"
-                );
-                None
-            }
-        }
     }
 
     /// Waits up to `wait` for the payment's outcome; returns it as it stands.
@@ -842,7 +606,7 @@ impl Collection {
     }
 
     /// Waits for a reversal's outcome; returns its payment.
-    async fn wait_reversal(
+    pub(super) async fn wait_reversal(
         &self,
         payment: &EcrReference,
         reversal: &EcrReference,
@@ -866,6 +630,23 @@ impl Collection {
     }
 }
 
+/// The API's refusal for a payment the journal would not record.
+fn refusal_of(e: CreatePaymentError) -> ServiceError {
+    match e {
+        CreatePaymentError::LinePaid { key, by } => {
+            ServiceError::policy(Rule::AlreadyPaid, format!("line {key} is already paid by {by}"))
+        }
+        CreatePaymentError::PaymentUnderWay { key, other, state } => ServiceError::conflict(
+            "payment_under_way",
+            format!("payment {other} for line {key} is {state}; its outcome comes first"),
+        ),
+        e @ (CreatePaymentError::PersonPaid { .. } | CreatePaymentError::PersonPaymentUnderWay { .. }) => {
+            ServiceError::policy(Rule::AlreadyPaid, e.to_string())
+        }
+        e => ServiceError::Journal(e.to_string()),
+    }
+}
+
 /// The SALE memo: 0F01 the reference; 0F02-0F04 for the slip (kind, name, masked ID number).
 fn sale_memo(payment: &Payment, line: &StoredLine) -> Memo {
     let mut memo = Memo::with_reference(payment.id);
@@ -879,6 +660,6 @@ fn sale_memo(payment: &Payment, line: &StoredLine) -> Memo {
 }
 
 /// An amount for the wire; amounts here are positive and far below the field's 12 digits.
-fn amount_of(fen: Fen) -> Amount {
+pub(super) fn amount_of(fen: Fen) -> Amount {
     u64::try_from(fen.as_fen()).ok().and_then(|f| Amount::from_fen(f).ok()).unwrap_or(Amount::ZERO)
 }

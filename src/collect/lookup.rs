@@ -135,4 +135,29 @@ impl Collection {
     ) -> Result<Option<zhengjiao_protocol::message::TerminalId>, ServiceError> {
         Ok(self.store().terminals().await?.into_iter().find(|t| t.name == name).map(|t| t.id))
     }
+
+    /// The payment, if the operator may see it.
+    pub(crate) async fn payment_for(&self, who: &Operator, id: &str) -> Result<crate::journal::Payment, ServiceError> {
+        let reference = zhengjiao_protocol::EcrReference::new(id)
+            .map_err(|e| ServiceError::bad("payment", format!("not a payment id: {e}")))?;
+        let payment = self
+            .store()
+            .payment(&reference)
+            .await?
+            .ok_or_else(|| ServiceError::not_found("payment", format!("no payment {id}")))?;
+        if !who.is_admin() {
+            let key = &payment.line;
+            let line = self.store().roster_line(&key.serial, key.insurance, key.year).await?;
+            let point = line
+                .map(|l| l.line.collection_point)
+                .ok_or_else(|| ServiceError::Journal(format!("line {key} of payment {id} is missing")))?;
+            if !who.may_act_at(&point) {
+                return Err(ServiceError::Forbidden(format!(
+                    "payment {id} belongs to collection point {point}, not yours ({})",
+                    who.point_name()
+                )));
+            }
+        }
+        Ok(payment)
+    }
 }

@@ -22,6 +22,8 @@
 mod error;
 mod flow;
 mod lookup;
+mod recover;
+mod reversal;
 mod settle;
 mod view;
 
@@ -97,6 +99,14 @@ impl Operator {
     fn operator_id(&self) -> OperatorId {
         operator_id(&self.staff_no)
     }
+
+    /// Their collection point, for messages.
+    pub(crate) fn point_name(&self) -> String {
+        match &self.collection_point {
+            Some(p) => p.as_str().to_owned(),
+            None => "none".to_owned(),
+        }
+    }
 }
 
 /// The operator number sent for a staff number (both are at most 8 printable ASCII characters).
@@ -134,6 +144,8 @@ pub(crate) struct TerminalEntry {
     pub(crate) kick: Notify,
     /// Money exchanges hold it shared; SETTLE alone.
     pub(crate) batch_gate: Arc<RwLock<()>>,
+    /// The most requests its link queues.
+    pub(crate) queue_max: usize,
     /// Held while asking the terminal about its unknown outcomes.
     pub(crate) resolving: tokio::sync::Mutex<()>,
     /// The link session whose sign-in the journal has recorded; payments wait for it, and the API shows
@@ -182,6 +194,7 @@ impl Collection {
         for t in &config.terminals {
             let link_settings = LinkSettings::from_config(t).map_err(|e| format!("terminal {}: {e}", t.id))?;
             let till = link_settings.till;
+            let queue_max = link_settings.queue;
             by_name.insert(t.id.clone(), terminals.len());
             terminals.push(Arc::new(TerminalEntry {
                 name: t.id.clone(),
@@ -190,6 +203,7 @@ impl Collection {
                 link: crate::link::spawn(link_settings),
                 kick: Notify::new(),
                 batch_gate: Arc::new(RwLock::new(())),
+                queue_max,
                 resolving: tokio::sync::Mutex::new(()),
                 registered_session: watch::Sender::new(0),
             }));
@@ -280,16 +294,18 @@ impl Collection {
         for p in store.payments_in(&[PaymentState::Created, PaymentState::Sent]).await? {
             let note = format!("found {} at start-up; asking the terminal", p.state);
             tracing::warn!(payment = %p.id.as_str(), state = %p.state, "payment under way at start-up is unknown");
-            if let Err(e) = store.transition(&p.id, PaymentState::Unknown, TerminalSaid::note(note)).await {
-                tracing::error!(payment = %p.id.as_str(), error = %e, "cannot mark payment unknown");
-            }
+            store
+                .transition(&p.id, PaymentState::Unknown, TerminalSaid::note(note))
+                .await
+                .map_err(|e| ServiceError::Journal(format!("cannot mark payment {} unknown: {e}", p.id.as_str())))?;
         }
         for r in store.reversals_in(&[PaymentState::Created, PaymentState::Sent]).await? {
             let note = format!("found {} at start-up; asking the terminal", r.state);
             tracing::warn!(reversal = %r.id.as_str(), state = %r.state, "reversal under way at start-up is unknown");
-            if let Err(e) = store.transition_reversal(&r.id, PaymentState::Unknown, TerminalSaid::note(note)).await {
-                tracing::error!(reversal = %r.id.as_str(), error = %e, "cannot mark reversal unknown");
-            }
+            store
+                .transition_reversal(&r.id, PaymentState::Unknown, TerminalSaid::note(note))
+                .await
+                .map_err(|e| ServiceError::Journal(format!("cannot mark reversal {} unknown: {e}", r.id.as_str())))?;
         }
         Ok(())
     }
@@ -311,6 +327,7 @@ impl Collection {
                 }
                 if registered_session == current.session {
                     remaining = self.resolve_unknown(&entry).await;
+                    remaining += self.reverse_wrong_approvals(&entry).await;
                 } else {
                     remaining = 1;
                 }

@@ -7,7 +7,10 @@ use zhengjiao_protocol::{Memo, RequestBody};
 use super::{Collection, Operator, ServiceError};
 use crate::domain::Fen;
 use crate::journal::{BatchTotals, PaymentState, SettlementRecord, Store};
-use crate::link::{ExchangeResult, LinkState, Outgoing};
+use crate::link::{ExchangeResult, Outgoing};
+
+/// How long SETTLE waits for the money exchanges on its terminal to finish.
+const SETTLE_GATE_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// A stored settlement, for the API.
 #[derive(Debug, Clone)]
@@ -79,27 +82,48 @@ impl Collection {
                 entry.name, entry.collection_point
             )));
         }
-        let _gate = entry.batch_gate.write().await;
-        let status = entry.link.status();
-        let terminal_id = match (&status.state, &status.terminal_id) {
-            (LinkState::Ready, Some(id)) => id.clone(),
-            _ => return Err(ServiceError::TerminalUnavailable(format!("terminal {} is not ready", entry.name))),
-        };
+        // Checked before waiting: a terminal that is down cannot be settled, however long one waits.
+        self.ready_terminal_id(&entry).await?;
+        let _gate = tokio::time::timeout(SETTLE_GATE_WAIT, entry.batch_gate.write()).await.map_err(|_| {
+            ServiceError::conflict(
+                "money_in_flight",
+                format!(
+                    "money exchanges on terminal {} did not finish within {} s; settle again later",
+                    entry.name,
+                    SETTLE_GATE_WAIT.as_secs()
+                ),
+            )
+        })?;
+        let terminal_id = self.ready_terminal_id(&entry).await?;
         if self.resolve_unknown(&entry).await > 0 {
             return Err(ServiceError::conflict(
                 "outcome_unknown",
                 format!("an outcome on terminal {} is still unknown; the batch is not closed over it", entry.name),
             ));
         }
-        let out = Outgoing { operator: who.operator_id(), body: RequestBody::Settle, memo: Memo::new() };
+        let out =
+            Outgoing { operator: who.operator_id(), body: RequestBody::Settle, memo: Memo::new(), start_by: None };
         let exchange =
             entry.link.submit(out).map_err(|e| ServiceError::TerminalUnavailable(format!("SETTLE not sent: {e}")))?;
+        let lost = |why: String| {
+            tracing::error!(terminal = %entry.name, why = %why, "SETTLE answer lost; the batch may be closed");
+            ServiceError::conflict(
+                "settle_outcome_unknown",
+                format!(
+                    "SETTLE got no answer ({why}): the terminal may have closed its batch; its totals for that batch \
+                     cannot be asked again. `zhengjiao terminals` shows the batch the terminal reports now"
+                ),
+            )
+        };
         let response = match exchange.done.await {
             Ok(ExchangeResult::Answered(r)) => r,
-            Ok(other) => {
-                return Err(ServiceError::TerminalUnavailable(format!("SETTLE got no answer: {other:?}")));
+            Ok(ExchangeResult::NotSent(why)) => {
+                return Err(ServiceError::TerminalUnavailable(format!("SETTLE not sent: {why}")))
             }
-            Err(_) => return Err(ServiceError::TerminalUnavailable("the terminal link stopped".to_owned())),
+            Ok(ExchangeResult::Failed(reason)) | Ok(ExchangeResult::OutcomeUnknown(reason)) => {
+                return Err(lost(reason.to_string()))
+            }
+            Err(_) => return Err(lost("the terminal link stopped".to_owned())),
         };
         if !response.code.is_approved() {
             return Err(ServiceError::conflict(
@@ -107,10 +131,24 @@ impl Collection {
                 format!("the terminal refused SETTLE: {} {}", response.code.as_str(), response.text.as_str().trim()),
             ));
         }
-        let totals = response
-            .memo
-            .settle
-            .ok_or_else(|| ServiceError::conflict("terminal_refused", "the SETTLE answer carries no batch totals"))?;
+        let totals = response.memo.settle.ok_or_else(|| {
+            tracing::error!(terminal = %entry.name, batch = %response.batch.as_str(), "SETTLE answer without totals");
+            ServiceError::conflict(
+                "settle_totals_missing",
+                format!(
+                    "the terminal closed batch {} but its answer carries no totals (memo 0F10-0F15)",
+                    response.batch.as_str()
+                ),
+            )
+        })?;
+        // In the log first: if the journal cannot record them, they are not lost.
+        tracing::info!(
+            terminal = %entry.name, batch = %response.batch.as_str(),
+            sales = totals.sale_count, sale_total_fen = totals.sale_total,
+            voids = totals.void_count, void_total_fen = totals.void_total,
+            refunds = totals.refund_count, refund_total_fen = totals.refund_total,
+            "batch closed by SETTLE"
+        );
         let terminal_totals = BatchTotals {
             sale_count: totals.sale_count,
             sale_fen: i64::try_from(totals.sale_total).unwrap_or(i64::MAX),
@@ -120,7 +158,7 @@ impl Collection {
             refund_fen: i64::try_from(totals.refund_total).unwrap_or(i64::MAX),
         };
         let batch: Batch = response.batch;
-        let tid = TerminalId::new(&terminal_id).map_err(|e| ServiceError::Journal(format!("terminal id: {e}")))?;
+        let tid: TerminalId = terminal_id;
         let journal_totals = self.store().batch_totals(&tid, &batch).await?;
         let record = self
             .store()
@@ -164,11 +202,16 @@ impl Collection {
         Ok(out)
     }
 
-    /// How many payments and reversals on a terminal have an open outcome.
-    pub async fn open_outcomes(&self, terminal_id: &str) -> Result<usize, ServiceError> {
+    /// How many payments and reversals have an open outcome (created, sent, unknown), by terminal id.
+    pub async fn open_outcomes(&self) -> Result<std::collections::HashMap<String, usize>, ServiceError> {
         let states = [PaymentState::Created, PaymentState::Sent, PaymentState::Unknown];
-        let p = self.store().payments_in(&states).await?.iter().filter(|p| p.terminal.as_str() == terminal_id).count();
-        let r = self.store().reversals_in(&states).await?.iter().filter(|r| r.terminal.as_str() == terminal_id).count();
-        Ok(p + r)
+        let mut counts = std::collections::HashMap::new();
+        for p in self.store().payments_in(&states).await? {
+            *counts.entry(p.terminal.as_str().to_owned()).or_insert(0) += 1;
+        }
+        for r in self.store().reversals_in(&states).await? {
+            *counts.entry(r.terminal.as_str().to_owned()).or_insert(0) += 1;
+        }
+        Ok(counts)
     }
 }

@@ -34,7 +34,20 @@ impl PaymentView {
             .reversal
             .and_then(|id| self.reversals.iter().find(|r| r.id == id))
             .is_some_and(|r| r.state.is_under_way());
-        !self.payment.state.is_under_way() && !reversal_open
+        !self.payment.state.is_under_way() && !reversal_open && !self.being_reversed()
+    }
+
+    /// True when the line is bound to this payment.
+    pub fn is_bound(&self) -> bool {
+        self.line.as_ref().and_then(|l| l.paid_by.as_ref()) == Some(&self.payment.id)
+    }
+
+    /// An approval that could not be bound, whose automatic reversal is still to come or under way.
+    fn being_reversed(&self) -> bool {
+        let approved = matches!(self.payment.state, PaymentState::Approved | PaymentState::Forwarded);
+        let operator_needed =
+            self.reversals.iter().rev().find(|r| is_automatic(r)).is_some_and(|r| r.state == PaymentState::Declined);
+        approved && self.line.is_some() && !self.is_bound() && !operator_needed
     }
 
     /// The PAYMENT object.
@@ -74,26 +87,37 @@ fn message(v: &PaymentView) -> String {
         )
     };
     let auto = v.reversals.iter().rev().find(|r| is_automatic(r));
-    let wrong = |approved: Option<Fen>| match approved {
+    let wrong = || match p.pos.amount {
         Some(a) if a != p.amount => format!("approved {a} but {} was asked", p.amount),
-        _ => "approved, but the line was paid meanwhile by another payment".to_owned(),
+        None => format!("approved with no amount although {} was asked", p.amount),
+        _ => "approved, but the line or the person was paid meanwhile by another payment".to_owned(),
     };
+    let unbound = v.line.is_some() && !v.is_bound();
     match p.state {
         PaymentState::Created => format!("recorded; waiting to be sent to terminal {terminal}"),
         PaymentState::Sent => format!("sent to terminal {terminal}; waiting for the card and the bank"),
         PaymentState::Unknown => "outcome unknown, checking with the terminal".to_owned(),
-        PaymentState::Approved | PaymentState::Forwarded => match auto {
-            Some(r) => format!("{}: automatic void {}", wrong(p.pos.amount), r.state),
-            None if p.state == PaymentState::Forwarded => format!("approved: {what} (forwarded to the ledger)"),
-            None => format!("approved: {what}"),
+        PaymentState::Approved | PaymentState::Forwarded if unbound => match auto {
+            None => format!("{}: being reversed automatically", wrong()),
+            Some(r) if r.state == PaymentState::Declined => format!(
+                "{}: the automatic {} was declined ({}); an operator must void or refund it",
+                wrong(),
+                r.kind.as_str(),
+                r.pos.code.map(|c| c.as_str().to_owned()).unwrap_or_default()
+            ),
+            Some(r) => format!("{}: automatic {} {}", wrong(), r.kind.as_str(), r.state),
         },
+        PaymentState::Approved => format!("approved: {what}"),
+        PaymentState::Forwarded => format!("approved: {what} (forwarded to the ledger)"),
         PaymentState::Declined => declined(&p.pos),
         PaymentState::NotCharged => "not charged: the terminal has no record of it (25)".to_owned(),
-        PaymentState::Voided => match auto {
-            Some(_) => format!("{}: voided automatically", wrong(p.pos.amount)),
-            None => format!("voided: {what} returned to the card"),
-        },
-        PaymentState::Refunded => format!("refunded: {what} returned to the card"),
+        PaymentState::Voided | PaymentState::Refunded => {
+            let done = if p.state == PaymentState::Voided { "voided" } else { "refunded" };
+            match auto.filter(|r| r.state == PaymentState::Approved) {
+                Some(_) => format!("{}: {done} automatically", wrong()),
+                None => format!("{done}: {what} returned to the card"),
+            }
+        }
     }
 }
 
