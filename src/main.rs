@@ -29,13 +29,20 @@ enum Command {
     },
     /// Start the daemon from a configuration file; refuses to start on any configuration problem.
     ///
-    /// Today it checks the configuration and the policy, prepares the data directory and the journal
-    /// (creating and migrating it), and exits: the collection flow arrives with its issue.
+    /// Opens the journal, starts the terminal links, the recovery of unknown outcomes and the ledger
+    /// forwarder, and serves the operator API (docs/api.md) until SIGINT or SIGTERM. Prints
+    /// `listening http://ADDR` on standard output once ready; logs go to standard error.
     Serve {
         /// The configuration file.
         #[arg(long)]
         config: std::path::PathBuf,
+        /// The log format on standard error.
+        #[arg(long, value_enum, default_value = "human")]
+        log_format: zhengjiao::logging::LogFormat,
     },
+    /// Run the whole system on this machine: simulated terminals and ledger, a collection day, its
+    /// report and reconciliation.
+    Demo(zhengjiao::demo::DemoArgs),
     /// The contribution roster (参保底册 / 征缴计划清单).
     #[command(subcommand)]
     Roster(ImportCommand),
@@ -140,7 +147,8 @@ fn main() -> ExitCode {
         }
         Command::Frame(FrameCommand::Encode { check }) => frame_encode(check.into()),
         Command::CheckConfig { file } => zhengjiao::config::check_config_command(&file),
-        Command::Serve { config } => serve(&config),
+        Command::Serve { config, log_format } => serve(&config, log_format),
+        Command::Demo(args) => zhengjiao::demo::run(args),
         Command::Roster(ImportCommand::Import { file, data_dir, config, encoding, update }) => {
             match import_data_dir(data_dir, config) {
                 Ok(dir) => zhengjiao::import::roster_import_command(&dir, &file, import_options(encoding, update)),
@@ -245,15 +253,8 @@ fn import_data_dir(
 
 /// `serve`: refuses any configuration problem; opens (creating and migrating) the journal; then stops,
 /// since the collection flow is not built yet.
-fn serve(config: &std::path::Path) -> ExitCode {
-    // Logs go to standard error; RUST_LOG picks the level (default info).
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+fn serve(config: &std::path::Path, log_format: zhengjiao::logging::LogFormat) -> ExitCode {
+    zhengjiao::logging::init(log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
