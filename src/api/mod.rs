@@ -4,6 +4,8 @@
 
 mod body;
 mod ledger;
+mod metrics;
+mod report;
 mod routes;
 
 use std::collections::HashMap;

@@ -43,6 +43,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/ledger/dead-letters", get(super::ledger::dead_letters))
         .route("/v1/ledger/dead-letters/{entry_id}/retry", post(super::ledger::retry))
         .route("/v1/reconcile", get(super::ledger::reconcile))
+        .route("/v1/reports/{kind}", get(super::report::report))
+        .route("/metrics", get(super::metrics::metrics))
         .merge(imports)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))

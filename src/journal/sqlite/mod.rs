@@ -220,6 +220,25 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection, &Shared) -> Result<T, ReadFail> + Send + 'static,
     {
+        self.read_with(f).await
+    }
+
+    /// A read-only query of the daemon's own read models (reports, metrics) on a reader connection,
+    /// off the async threads: `f` gets the connection (opened read-only) and returns rows it mapped.
+    /// Kept inside the crate: the [`Store`] trait stays the contract for writes and payment reads.
+    pub(crate) async fn query<T, F>(&self, f: F) -> Result<T, ReadError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        self.read_with(move |conn, _| f(conn).map_err(ReadFail::from)).await
+    }
+
+    async fn read_with<T, F>(&self, f: F) -> Result<T, ReadError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection, &Shared) -> Result<T, ReadFail> + Send + 'static,
+    {
         let shared = &self.inner.shared;
         shared.check()?;
         let permit = Arc::clone(&self.inner.readers.permits)
