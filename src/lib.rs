@@ -1,8 +1,10 @@
 //! zhengjiao (征缴): the collection-point daemon between UnionPay "全民付" POS terminals, the
 //! contribution roster and the tax bureau's ledger.
 //!
-//! So far the library holds the field engineer's frame inspector; the daemon's parts arrive with their
-//! issues.
+//! The parts: the domain types and the policy; configuration and the business clock; roster and
+//! register imports; the journal (SQLite); one link actor per terminal; the collection service (policy
+//! checks, payments, unknown outcomes, voids, refunds, settlement); the ledger forwarder and
+//! reconciliation; the operator HTTP API and the CLI verbs that call it; the frame inspector.
 
 pub mod api;
 pub mod client;
