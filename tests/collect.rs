@@ -534,6 +534,148 @@ async fn void_frees_the_line() {
     d.assert_consistent().await;
 }
 
+/// A terminal that approves another amount than asked (280.00 asked, 281.00 approved): the daemon
+/// voids that approval on its own (`-A1`, for the amount the terminal approved), the payment ends
+/// `voided` with a message naming both amounts, the line stays unpaid and is collected again normally,
+/// and the batch settles balanced with the wrong sale and its void in it.
+#[tokio::test]
+async fn an_approval_of_another_amount_is_voided_automatically() {
+    let w = World::simple().await;
+    let d = &w.daemon;
+    let serial = medical(46);
+    w.sim.next_sale_approved_for(0, 28_100).await;
+    let (status, first) = d.collect(json!({"serial": serial, "terminal": "T01", "wait_ms": 20_000})).await;
+    assert!(status == 200 || status == 202, "collect with an approval of another amount: {status} {first}");
+    let id = first["id"].as_str().unwrap_or_else(|| panic!("no payment id: {first}")).to_owned();
+    assert_eq!(first["amount"], "280.00", "{first}");
+    assert!(
+        !(first["state"] == "approved" && first["final"] == true),
+        "an approval of another amount never stands approved and final: {first}"
+    );
+
+    let p = d.wait_final(&id, BOUND).await;
+    assert_eq!(p["state"], "voided", "{p}");
+    assert_eq!(p["final"], true, "{p}");
+    assert_eq!(p["amount"], "280.00", "the amount asked: {p}");
+    assert!(went_through(&p, "approved"), "approved by the terminal first: {p}");
+    let message = p["message"].as_str().unwrap_or_default();
+    for words in ["281.00", "280.00", "automatically"] {
+        assert!(message.contains(words), "the message names {words:?}: {message:?} in {p}");
+    }
+    let reversals = p["reversals"].as_array().unwrap_or_else(|| panic!("no reversals: {p}"));
+    assert_eq!(reversals.len(), 1, "one automatic reversal: {p}");
+    let r = &reversals[0];
+    assert_eq!(r["id"], format!("{id}-A1"), "{p}");
+    assert_eq!(r["kind"], "void", "{p}");
+    assert_eq!(r["state"], "approved", "{p}");
+    assert_eq!(r["pos"]["code"], "00", "{p}");
+    assert_eq!(r["amount"], "281.00", "the void takes back what the terminal approved: {p}");
+    assert_line(d, &serial, None).await;
+
+    // The terminal: one sale approved (for 281.00), one void approved.
+    assert_eq!(w.sim.counter(0, "/engine/sales_approved").await, 1);
+    assert_eq!(w.sim.counter(0, "/engine/voids_approved").await, 1);
+    assert_eq!(w.sim.counter(0, "/engine/voids_refused").await, 0);
+    assert_eq!(w.sim.counter(0, "/engine/requests/void").await, 1);
+
+    // The line is collected again, normally.
+    let again = d.collect_approved(&serial, "T01").await;
+    assert_eq!(again["pos"]["amount"], "280.00", "{again}");
+    assert_line(d, &serial, again["id"].as_str()).await;
+
+    // The batch: 2 sales (the wrong one included) and its void, on both sides.
+    let (status, s) = d.post_as(Some(COLLECTOR), "/v1/terminals/T01/settle", &json!({})).await;
+    assert_eq!(status, 200, "settle: {s}");
+    let totals = json!({"sale_count": 2, "sale_total": "561.00", "void_count": 1, "void_total": "281.00",
+                        "refund_count": 0, "refund_total": "0.00"});
+    assert_eq!(s["terminal_totals"], totals, "{s}");
+    assert_eq!(s["journal_totals"], totals, "{s}");
+    assert_eq!(s["balanced"], true, "{s}");
+    assert_eq!(s["differences"], json!([]), "{s}");
+    d.assert_consistent().await;
+}
+
+/// A sale whose outcome the daemon does not know, voided on the terminal itself while the daemon was
+/// down: after the restart the daemon's QUERY finds it voided, and records the payment `voided` with the
+/// terminal's reversal (`-T1`). How: the card is presented with approve_drop (approved and stored, the
+/// connection dropped) and never_answer (the daemon's sign-in after reconnecting is never answered), so
+/// the payment stays `unknown`; the daemon is killed; a VOID is sent straight to the simulator's TCP port
+/// with its own reference, after a QUERY that tells its trace.
+#[tokio::test]
+async fn a_sale_voided_on_the_terminal_while_the_daemon_was_down_is_recorded_voided() {
+    let sim = SimOptions { card_delay_ms: 60_000, ..SimOptions::default() };
+    let timeouts = Timeouts { money_ms: 60_000, ..Timeouts::default() };
+    let mut w = World::start(sim, &[POINT], CLOCK, timeouts).await;
+    let serial = medical(47);
+    let (status, p) = w.daemon.collect(json!({"serial": serial, "terminal": "T01", "wait_ms": 300})).await;
+    assert_eq!(status, 202, "the SALE waits at the card: {p}");
+    let id = p["id"].as_str().unwrap().to_owned();
+    w.daemon.wait_state(&id, "sent").await;
+
+    // The card is presented: approved and stored, the connection dropped before the response; the
+    // daemon's requests from then on are never answered, so it cannot learn the outcome.
+    w.sim.faults(0, json!({"approve_drop": 1.0, "never_answer": 1.0})).await;
+    w.sim.card_delay(0, 0).await;
+    w.sim.wait_counter(0, "/faults/approve_drop", 1).await;
+    let p = w.daemon.wait_state(&id, "unknown").await;
+    assert_eq!(p["final"], false, "{p}");
+    assert_eq!(w.sim.counter(0, "/engine/sales_approved").await, 1);
+
+    w.daemon.kill().await;
+    w.sim.faults(0, json!({"approve_drop": 0.0, "never_answer": 0.0})).await;
+    // Nobody holds the line now: at the terminal, the sale is voided with its own reference.
+    let answers = direct_exchange(&w.sim.endpoints[0], vec![sign_in_request("601"), query_request("602", &id)]).await;
+    assert_eq!(answers[0]["code"], "00", "direct SIGN_IN: {}", answers[0]);
+    let found = &answers[1];
+    assert_eq!(found["code"], "00", "direct QUERY: {found}");
+    assert_eq!(found["amount_fen"], 28_000, "direct QUERY: {found}");
+    let trace = found["trace"].as_str().unwrap_or_else(|| panic!("no trace: {found}")).to_owned();
+    assert_ne!(trace, "000000", "an approved sale has a trace: {found}");
+    let answers =
+        direct_exchange(&w.sim.endpoints[0], vec![void_request("603", 28_000, &trace, "KEYPAD-VOID-1")]).await;
+    assert_eq!(answers[0]["code"], "00", "direct VOID: {}", answers[0]);
+    assert_eq!(w.sim.counter(0, "/engine/voids_approved").await, 1);
+
+    let d = Daemon::start(&w.config).await;
+    d.wait_final(&id, BOUND).await;
+    // The daemon records the QUERY's answer as the approval first and the terminal's void right after
+    // (collect/reversal.rs, record_terminal_reversal): in between, for a moment, the payment reads
+    // approved and final with its `-T1` reversal `created`. Wait for the end state.
+    let p = d.wait_state(&id, "voided").await;
+    assert_eq!(p["final"], true, "{p}");
+    assert!(went_through(&p, "unknown"), "unknown until the QUERY: {p}");
+    let reversals = p["reversals"].as_array().unwrap_or_else(|| panic!("no reversals: {p}"));
+    assert_eq!(reversals.len(), 1, "the terminal's void, recorded: {p}");
+    let r = &reversals[0];
+    assert_eq!(r["id"], format!("{id}-T1"), "{p}");
+    assert_eq!(r["kind"], "void", "{p}");
+    assert_eq!(r["state"], "approved", "{p}");
+    assert_eq!(r["amount"], "280.00", "{p}");
+    let notes: Vec<&str> = p["history"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no history: {p}"))
+        .iter()
+        .filter_map(|h| h["note"].as_str())
+        .collect();
+    assert!(
+        notes.iter().any(|n| n.contains("voided on the terminal") || n.contains("void on the terminal")),
+        "a note says the sale was voided on the terminal: {notes:?} in {p}"
+    );
+    assert_line(&d, &serial, None).await;
+    assert_eq!(w.sim.counter(0, "/engine/requests/sale").await, 1, "one SALE reached the terminal");
+    assert_eq!(w.sim.counter(0, "/engine/requests/void").await, 1, "the daemon sent no VOID of its own");
+
+    d.wait_ready(&["T01"]).await;
+    let (status, s) = d.post_as(Some(ADMIN), "/v1/terminals/T01/settle", &json!({})).await;
+    assert_eq!(status, 200, "settle: {s}");
+    let totals = json!({"sale_count": 1, "sale_total": "280.00", "void_count": 1, "void_total": "280.00",
+                        "refund_count": 0, "refund_total": "0.00"});
+    assert_eq!(s["terminal_totals"], totals, "{s}");
+    assert_eq!(s["journal_totals"], totals, "{s}");
+    assert_eq!(s["balanced"], true, "{s}");
+    d.assert_consistent().await;
+}
+
 /// Settlement of a batch with 2 approved sales, 1 declined and 1 voided: balanced, gross totals (3
 /// sales including the voided one, 1 void). Then a refund of a payment of that closed batch, and the
 /// next batch settles with it.

@@ -329,3 +329,51 @@ async fn an_idle_link_is_probed() {
     link.shutdown().await;
     sim.shutdown().await;
 }
+
+/// A request still queued when its start deadline passes is answered `NotSent` at the deadline, never
+/// reaches the terminal, and leaves the exchange in flight alone: SALE A waits at the card, SALE B
+/// (start by now + 300 ms) is dropped behind it, and A completes once the card is presented.
+#[tokio::test]
+async fn a_queued_request_past_its_start_deadline_is_never_sent() {
+    let cfg = TerminalSimConfig { card_delay: Duration::from_secs(60), ..TerminalSimConfig::default() };
+    let sim = start(cfg).await;
+    let mut s = settings(tcp(sim.addrs()[0]));
+    // A waits at the card for as long as the test needs.
+    s.ecr.timeouts.money = Duration::from_secs(60);
+    let link = spawn(s);
+    ready(&link, 1).await;
+
+    let a = link.submit(sale(28_000, "P0900")).unwrap();
+    // The terminal ACKed A: it is at the card.
+    tokio::time::timeout(LIMIT, a.acked).await.unwrap().unwrap();
+    let before = sim.counters(0).unwrap();
+    assert_eq!((before.requests, before.engine.requests.sale), (2, 0), "SIGN_IN, and A at the card: {before:?}");
+
+    let mut b = sale(28_000, "P0901");
+    b.start_by = Some(tokio::time::Instant::now() + Duration::from_millis(300));
+    let b = link.submit(b).unwrap();
+    let result = tokio::time::timeout(LIMIT, b.done).await.unwrap().unwrap();
+    assert!(matches!(result, ExchangeResult::NotSent(_)), "{result:?}");
+    assert!(b.acked.await.is_err(), "never sent, never acked");
+    let status = link.status();
+    assert_eq!(status.queued, 0, "{status:?}");
+    assert!(status.in_flight.is_some(), "A is still in flight: {status:?}");
+    let after = sim.counters(0).unwrap();
+    assert_eq!((after.requests, after.busy, after.link.frames_delivered), (2, 0, before.link.frames_delivered));
+
+    // The card is presented: A completes.
+    sim.set_card_delay(0, Duration::ZERO).unwrap();
+    let result = tokio::time::timeout(LIMIT, a.done).await.unwrap().unwrap();
+    let ExchangeResult::Answered(response) = result else { panic!("A: {result:?}") };
+    assert_eq!(response.code, ResponseCode::APPROVED);
+    assert_eq!(response.memo.reference, Some(Ascii::new("P0900").unwrap()));
+
+    // Only A's SALE reached the terminal; it has no record of B.
+    let counters = sim.counters(0).unwrap();
+    assert_eq!((counters.engine.requests.sale, counters.engine.sales_approved), (1, 1), "{counters:?}");
+    assert_eq!(answered(&link, query("P0901")).await.code, ResponseCode::NOT_FOUND);
+    assert_query_state(&answered(&link, query("P0900")).await, QueryState::Approved);
+    assert_eq!(link.status().session, 1, "the link stayed up");
+    link.shutdown().await;
+    sim.shutdown().await;
+}

@@ -22,7 +22,8 @@ use zhengjiao_protocol::message::{
 };
 use zhengjiao_protocol::Ascii;
 use zhengjiao_simulator::terminal::{
-    FaultCounters, Faults, FaultsPatch, TerminalSim, TerminalSimConfig, TerminalSimHandle, Transport, MAX_DELAY_MS,
+    ControlError, FaultCounters, Faults, FaultsPatch, TerminalSim, TerminalSimConfig, TerminalSimHandle, Transport,
+    MAX_DELAY_MS,
 };
 
 use driver::{Driver, LIMIT};
@@ -841,6 +842,60 @@ async fn control_endpoint_queues_outcomes_patches_faults_and_reports_counters() 
     assert_eq!(missing.status(), 404);
     let bad_code = post("/terminals/0/next-sale", serde_json::json!({"code": "5"})).await.unwrap();
     assert_eq!(bad_code.status(), 400);
+    sim.shutdown().await;
+}
+
+/// An approval of another amount, queued over HTTP and in-process: the sale is answered, stored, queried
+/// and settled with that amount; a bad amount, or an amount with a code other than `00`, queues nothing.
+#[tokio::test]
+async fn an_approval_of_another_amount_is_queued_over_http_and_in_process() {
+    let (mut sim, mut ecr) = signed_in(TerminalSimConfig::default()).await;
+    let control = sim.serve_control("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let http = reqwest::Client::new();
+    let base = format!("http://{control}");
+    let post = |path: &str, body: serde_json::Value| http.post(format!("{base}{path}")).json(&body).send();
+
+    for bad in [
+        serde_json::json!({"code": "51", "amount_fen": 28_100}),
+        serde_json::json!({"code": "T1", "amount_fen": 28_100}),
+        serde_json::json!({"code": "00", "amount_fen": 0}),
+        serde_json::json!({"code": "00", "amount_fen": 1_000_000_000_000_u64}),
+        serde_json::json!({"code": "00", "amount_fen": -1}),
+        serde_json::json!({"code": "00", "amount_fen": "281.00"}),
+    ] {
+        let answer = post("/terminals/0/next-sale", bad.clone()).await.unwrap();
+        assert_eq!(answer.status(), 400, "{bad}");
+        let body: serde_json::Value = answer.json().await.unwrap();
+        assert!(body["error"].as_str().is_some_and(|e| !e.is_empty()), "{bad}: {body}");
+    }
+    let missing = post("/terminals/7/next-sale", serde_json::json!({"code": "00", "amount_fen": 100})).await.unwrap();
+    assert_eq!(missing.status(), 404);
+    // Nothing was queued: the amount asked.
+    let plain = ecr.answered(sale(28_000, "P-AMT-0")).await;
+    assert_eq!((plain.code, plain.amount.fen()), (ResponseCode::APPROVED, 28_000));
+
+    let queued = post("/terminals/0/next-sale", serde_json::json!({"code": "00", "amount_fen": 28_100})).await.unwrap();
+    assert_eq!(queued.status(), 204);
+    let wrong = ecr.answered(sale(28_000, "P-AMT-1")).await;
+    assert_eq!((wrong.code, wrong.amount.fen()), (ResponseCode::APPROVED, 28_100), "{wrong:?}");
+    assert_eq!(wrong.memo.reference.unwrap().as_str(), "P-AMT-1");
+    let found = ecr.answered(query("P-AMT-1")).await;
+    assert_found(&found, QueryState::Approved);
+    assert_eq!((found.amount.fen(), found.trace), (28_100, wrong.trace));
+
+    // In-process, the same.
+    assert_eq!(sim.queue_approval_of(0, 0), Err(ControlError::ApprovalAmount(0)));
+    assert!(matches!(sim.queue_approval_of(3, 100), Err(ControlError::NoSuchTerminal { index: 3, count: 1 })));
+    sim.queue_approval_of(0, 5_000).unwrap();
+    let less = ecr.answered(sale(28_000, "P-AMT-2")).await;
+    assert_eq!((less.code, less.amount.fen()), (ResponseCode::APPROVED, 5_000));
+
+    let settled = ecr.answered(settle()).await;
+    let totals = SettleTotals { sale_count: 3, sale_total: 28_000 + 28_100 + 5_000, ..SettleTotals::default() };
+    assert_eq!(settled.memo.settle, Some(totals));
+    let counters: serde_json::Value =
+        http.get(format!("{base}/terminals/0/counters")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(counters["engine"]["sales_approved"], 3, "{counters}");
     sim.shutdown().await;
 }
 

@@ -10,7 +10,7 @@ use zhengjiao_protocol::memo::{Memo, QueryState, SettleTotals};
 use zhengjiao_protocol::message::{Amount, MessageType, Request, RequestBody, Response, ResponseCode, Token};
 use zhengjiao_protocol::{Ascii, Digits};
 use zhengjiao_simulator::terminal::engine::{
-    malformed_response, Engine, EngineConfig, QueueFull, CARD_BINS, MAX_QUEUED_OUTCOMES,
+    malformed_response, Engine, EngineConfig, QueueApprovalError, QueueFull, CARD_BINS, MAX_QUEUED_OUTCOMES,
 };
 use zhengjiao_simulator::terminal::state::{StateError, TerminalState};
 
@@ -153,6 +153,61 @@ fn the_queue_comes_before_the_amount_table_and_is_bounded() {
         e.queue_outcome(ResponseCode::APPROVED).unwrap();
     }
     assert_eq!(e.queue_outcome(ResponseCode::APPROVED), Err(QueueFull));
+}
+
+/// A queued approval of another amount (a misbehaving terminal): the sale is approved, stored and
+/// answered for that amount; QUERY, VOID and SETTLE see it; the queue keeps its order.
+#[test]
+fn a_queued_approval_of_another_amount_is_what_the_terminal_keeps() {
+    let (mut e, mut ecr) = signed_in(EngineConfig::default());
+    e.queue_approval_of(Amount::from_fen(28_100).unwrap()).unwrap();
+    e.queue_outcome(code("51")).unwrap();
+    assert_eq!(e.queued_outcomes(), 2);
+
+    // Asked 280.00, approved 281.00.
+    let asked = ecr.sale(28_000, "W1");
+    let wrong = e.handle(&asked, NOW);
+    assert_eq!((wrong.code, wrong.amount.fen()), (ResponseCode::APPROVED, 28_100), "{wrong:?}");
+    assert_eq!(wrong.memo.reference.unwrap().as_str(), "W1");
+    assert!(!wrong.trace.is_zero() && wrong.card.is_some() && !wrong.auth.as_str().is_empty(), "{wrong:?}");
+    assert_eq!(Response::decode(&wrong.encode().unwrap()).unwrap(), wrong);
+    // The next queued outcome is the next sale's.
+    assert_eq!(send(&mut e, &ecr.sale(28_000, "W2")).code.as_str(), "51");
+    assert_eq!(e.queued_outcomes(), 0);
+
+    let found = send(&mut e, &ecr.query("W1"));
+    assert_eq!((found.code, found.memo.query_state), (ResponseCode::APPROVED, Some(QueryState::Approved)));
+    assert_eq!((found.amount.fen(), found.trace), (28_100, wrong.trace));
+
+    // A VOID must name the amount the terminal keeps.
+    let refused = send(&mut e, &ecr.void(28_000, &wrong.trace, "W1-V1"));
+    assert_eq!(refused.code.as_str(), "12", "{refused:?}");
+    let voided = send(&mut e, &ecr.void(28_100, &wrong.trace, "W1-V2"));
+    assert_eq!(voided.code, ResponseCode::APPROVED, "{voided:?}");
+    assert_eq!(query_state(&mut e, &mut ecr, "W1"), (ResponseCode::APPROVED, Some(QueryState::Voided)));
+
+    // The queue is empty again: the amount asked.
+    let right = send(&mut e, &ecr.sale(28_000, "W3"));
+    assert_eq!((right.code, right.amount.fen()), (ResponseCode::APPROVED, 28_000));
+
+    let settled = settle(&mut e, &mut ecr);
+    let totals = SettleTotals {
+        sale_count: 2,
+        sale_total: 56_100,
+        void_count: 1,
+        void_total: 28_100,
+        ..SettleTotals::default()
+    };
+    assert_eq!(settled.memo.settle, Some(totals));
+    let c = e.counters();
+    assert_eq!((c.sales_approved, c.sales_declined, c.voids_approved, c.voids_refused), (2, 1, 1, 1));
+
+    // No approval of nothing; the bound is the queue's.
+    assert_eq!(e.queue_approval_of(Amount::ZERO), Err(QueueApprovalError::ZeroAmount));
+    for _ in 0..MAX_QUEUED_OUTCOMES {
+        e.queue_outcome(ResponseCode::APPROVED).unwrap();
+    }
+    assert_eq!(e.queue_approval_of(Amount::from_fen(1).unwrap()), Err(QueueApprovalError::Full(QueueFull)));
 }
 
 fn run_rates(seed: u64, n: usize) -> Vec<(String, Option<String>)> {

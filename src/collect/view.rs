@@ -30,10 +30,9 @@ impl PaymentView {
     /// True once the outcome is known: neither the payment nor the reversal this answer is about is
     /// under way.
     pub fn is_final(&self) -> bool {
-        let reversal_open = self
-            .reversal
-            .and_then(|id| self.reversals.iter().find(|r| r.id == id))
-            .is_some_and(|r| r.state.is_under_way());
+        // Any reversal under way (the one asked for, an automatic one, one the terminal reported)
+        // leaves the payment's outcome open.
+        let reversal_open = self.reversals.iter().any(|r| r.state.is_under_way());
         !self.payment.state.is_under_way() && !reversal_open && !self.being_reversed()
     }
 

@@ -293,6 +293,14 @@ impl Sim {
         assert_eq!(status, 204, "simulator next-sale {code}: {body}");
     }
 
+    /// The next SALE on terminal `i` is approved (`00`) for `amount_fen` whatever it asks, and the
+    /// terminal keeps and reports that amount (a misbehaving terminal).
+    pub async fn next_sale_approved_for(&self, i: usize, amount_fen: u64) {
+        let body = json!({ "code": "00", "amount_fen": amount_fen });
+        let (status, answer) = self.control_post(&format!("/terminals/{i}/next-sale"), body).await;
+        assert_eq!(status, 204, "simulator next-sale 00 for {amount_fen} fen: {answer}");
+    }
+
     /// The SALE card wait of terminal `i` from now on (a sale already waiting follows the change).
     pub async fn card_delay(&self, i: usize, ms: u64) {
         let (status, body) = self.control_post(&format!("/terminals/{i}/card-delay"), json!({ "ms": ms })).await;
@@ -682,6 +690,24 @@ impl Daemon {
                 Instant::now() < deadline,
                 "payment {id} is not final after {bound:?} (the daemon was to resolve it on its own): {p}"
             );
+            if !matches!(p["state"].as_str(), Some("created" | "sent" | "unknown")) {
+                // `wait_ms` waits for an open outcome only: an approval being reversed automatically
+                // answers at once, so pause between polls.
+                tokio::time::sleep(POLL).await;
+            }
+        }
+    }
+
+    /// Polls the payment (without waiting for an outcome) until it is in `state`.
+    pub async fn wait_state(&self, id: &str, state: &str) -> Value {
+        let deadline = Instant::now() + BOUND;
+        loop {
+            let p = self.payment(id, None).await;
+            if p["state"] == state {
+                return p;
+            }
+            assert!(Instant::now() < deadline, "payment {id} not {state} after {BOUND:?}: {p}");
+            tokio::time::sleep(POLL).await;
         }
     }
 
@@ -921,4 +947,18 @@ pub fn sale_request(token: &str, amount_fen: u64, reference: &str) -> Value {
     json!({"dir": "request", "token": token, "type": "sale", "till": "99", "operator": "9999",
            "amount_fen": amount_fen, "orig_trace": null, "orig_date": null, "orig_rrn": null,
            "memo": {"0F01": reference, "0F02": "02"}})
+}
+
+/// A canonical QUERY request for the transaction with ECR reference `reference`.
+pub fn query_request(token: &str, reference: &str) -> Value {
+    json!({"dir": "request", "token": token, "type": "query", "till": "99", "operator": "9999",
+           "amount_fen": 0, "orig_trace": null, "orig_date": null, "orig_rrn": null,
+           "memo": {"0F01": reference}})
+}
+
+/// A canonical VOID request of the sale with trace `orig_trace`, with its own ECR reference `reference`.
+pub fn void_request(token: &str, amount_fen: u64, orig_trace: &str, reference: &str) -> Value {
+    json!({"dir": "request", "token": token, "type": "void", "till": "99", "operator": "9999",
+           "amount_fen": amount_fen, "orig_trace": orig_trace, "orig_date": null, "orig_rrn": null,
+           "memo": {"0F01": reference}})
 }

@@ -10,7 +10,7 @@
 //! | `GET /terminals/{i}/faults` | [`Faults`](super::Faults) |
 //! | `POST /terminals/{i}/faults` | a [`FaultsPatch`](super::FaultsPatch): changes the fields given, the others stay; 200 with the faults now in force |
 //! | `POST /faults` | the same patch on every terminal; 200 with each terminal's faults, in index order |
-//! | `POST /terminals/{i}/next-sale` | `{"code":"51"}`: the next SALE answers it, whatever its amount (queued in order, ahead of the amount table); 204 |
+//! | `POST /terminals/{i}/next-sale` | `{"code":"51"}`: the next SALE answers it, whatever its amount (queued in order, ahead of the amount table); `{"code":"00","amount_fen":28100}`: the next SALE is approved for that amount instead of the one asked, and stored and reported with it (`amount_fen` only with `00`, 1 to 999999999999); 204 |
 //! | `POST /terminals/{i}/card-delay` | `{"ms":60000}`: the SALE card wait from now on (at most [`MAX_CARD_DELAY_MS`](super::MAX_CARD_DELAY_MS)); a sale already waiting follows the change; 204 |
 
 use std::sync::Arc;
@@ -108,13 +108,25 @@ async fn set_all_faults(State(sim): Shared, body: Bytes) -> Result<impl IntoResp
 #[serde(deny_unknown_fields)]
 struct NextSale {
     code: String,
+    /// With `00` only: the amount the sale is approved for instead of the one asked.
+    #[serde(default)]
+    amount_fen: Option<u64>,
 }
 
 async fn next_sale(State(sim): Shared, Path(i): Path<usize>, body: Bytes) -> Result<StatusCode, ApiError> {
     let next: NextSale = parse(&body)?;
     let code = ResponseCode::new(&next.code)
         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("code {:?}: {e}", next.code)))?;
-    sim.queue_outcome(i, code)?;
+    match next.amount_fen {
+        None => sim.queue_outcome(i, code)?,
+        Some(fen) if code.is_approved() => sim.queue_approval_of(i, fen)?,
+        Some(_) => {
+            return Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("amount_fen goes with code 00 only (an approval of another amount), not {:?}", next.code),
+            ))
+        }
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 

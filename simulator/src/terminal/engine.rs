@@ -12,6 +12,9 @@
 //! # Decisions
 //! - A SALE's outcome: forced code ([`Engine::handle_forced`]) first, then the control queue, then the
 //!   amount table ([`amount_outcome`]), then one seeded draw against the decline rates, else approved.
+//!   A queued approval may name another amount ([`Engine::queue_approval_of`]): the sale is then
+//!   approved, stored and answered for that amount, as a misbehaving terminal would; QUERY, VOID,
+//!   REFUND and SETTLE see that amount.
 //! - Traces: a transaction that reaches the host (approved, or declined by a host code) gets a trace; a
 //!   terminal-local refusal (`T1`-`T3`, and VOID/REFUND refused by the terminal's own checks `25`/`12`/`13`)
 //!   gets none (000000), as on real terminals, where a cancelled card wait prints no slip.
@@ -72,6 +75,28 @@ impl Default for EngineConfig {
             decline_rates: Vec::new(),
         }
     }
+}
+
+/// An outcome queued for a coming SALE through the control surface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueuedOutcome {
+    /// The response code.
+    pub code: ResponseCode,
+    /// With `00` only: the amount the sale is approved, stored and answered for instead of the one
+    /// asked (a misbehaving terminal). `None`: the amount asked.
+    pub amount: Option<Amount>,
+}
+
+/// Why [`Engine::queue_approval_of`] refused an approval of another amount.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum QueueApprovalError {
+    /// The control queue is full.
+    #[error(transparent)]
+    Full(#[from] QueueFull),
+    /// The amount is zero: no sale is approved for nothing.
+    #[error("an approval of 0 fen: the amount must be at least 1 fen")]
+    ZeroAmount,
 }
 
 /// The control queue already holds [`MAX_QUEUED_OUTCOMES`] outcomes.
@@ -154,7 +179,7 @@ pub struct Engine {
     cfg: EngineConfig,
     state: TerminalState,
     rng: fastrand::Rng,
-    queue: VecDeque<ResponseCode>,
+    queue: VecDeque<QueuedOutcome>,
     counters: EngineCounters,
     changes: u64,
 }
@@ -193,10 +218,24 @@ impl Engine {
     /// is consulted before the amount table; FIFO, at most [`MAX_QUEUED_OUTCOMES`]). A SALE answered
     /// `T4` or `94` does not take an outcome.
     pub fn queue_outcome(&mut self, code: ResponseCode) -> Result<(), QueueFull> {
+        self.push_outcome(QueuedOutcome { code, amount: None })
+    }
+
+    /// Control surface: the next SALE on this terminal is approved (`00`) for `amount` instead of the
+    /// amount it asks, and stored and answered with that amount (a misbehaving terminal); QUERY, VOID,
+    /// REFUND and SETTLE then see `amount`. Queued in order with [`Engine::queue_outcome`]'s codes.
+    pub fn queue_approval_of(&mut self, amount: Amount) -> Result<(), QueueApprovalError> {
+        if amount == Amount::ZERO {
+            return Err(QueueApprovalError::ZeroAmount);
+        }
+        Ok(self.push_outcome(QueuedOutcome { code: ResponseCode::APPROVED, amount: Some(amount) })?)
+    }
+
+    fn push_outcome(&mut self, outcome: QueuedOutcome) -> Result<(), QueueFull> {
         if self.queue.len() >= MAX_QUEUED_OUTCOMES {
             return Err(QueueFull);
         }
-        self.queue.push_back(code);
+        self.queue.push_back(outcome);
         Ok(())
     }
 
@@ -312,8 +351,9 @@ impl Engine {
     fn sale(&mut self, mut t: Transaction, forced: Option<ResponseCode>) -> Transaction {
         // One draw per decided sale, whatever decides it, so the sequence depends only on the requests.
         let u = self.rng.f64();
+        let queued = if forced.is_some() { None } else { self.queue.pop_front() };
         let code = forced
-            .or_else(|| self.queue.pop_front())
+            .or(queued.map(|q| q.code))
             .or_else(|| amount_outcome(t.amount))
             .or_else(|| drawn_outcome(&self.cfg.decline_rates, u))
             .unwrap_or(ResponseCode::APPROVED);
@@ -326,6 +366,10 @@ impl Engine {
         t.card = self.card();
         self.reach_host(&mut t);
         if code.is_approved() {
+            if let Some(amount) = queued.and_then(|q| q.amount) {
+                // The terminal approves another amount than asked, and stores that.
+                t.amount = amount;
+            }
             self.counters.sales_approved += 1;
         } else {
             self.counters.sales_declined += 1;

@@ -40,7 +40,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use zhengjiao_protocol::link::LinkConfig;
-use zhengjiao_protocol::message::{MerchantId, ResponseCode, TerminalId};
+use zhengjiao_protocol::message::{Amount, MerchantId, ResponseCode, TerminalId};
 
 pub use connection::{MAX_QUEUED_RESPONSES, READ_CHUNK, WRITE_TIMEOUT};
 pub use counters::{LinkCounters, TerminalCounters};
@@ -48,7 +48,7 @@ pub use faults::{FaultCounters, Faults, FaultsError, FaultsPatch, MAX_DELAY_MS};
 pub use runtime::SWALLOW_HOLD;
 pub use transport::{ERROR_BACKOFF, SERIAL_UNLOCK_INTERVAL};
 
-use engine::{Engine, EngineConfig};
+use engine::{Engine, EngineConfig, QueueApprovalError};
 use runtime::{RuntimeConfig, Terminal};
 use state::{StateError, TerminalState};
 
@@ -238,6 +238,12 @@ pub enum ControlError {
     /// The terminal's outcome queue is full.
     #[error("terminal {0}: the outcome queue is full")]
     QueueFull(usize),
+    /// An approval of another amount names an amount no sale can have.
+    #[error(
+        "an approval of {0} fen: expected 1 to {max} fen",
+        max = zhengjiao_protocol::message::MAX_AMOUNT_FEN
+    )]
+    ApprovalAmount(u64),
     /// A fault setting is out of range.
     #[error(transparent)]
     Faults(#[from] FaultsError),
@@ -361,6 +367,15 @@ impl SimInner {
         self.terminal(index)?.queue_outcome(code).map_err(|_| ControlError::QueueFull(index))
     }
 
+    pub(crate) fn queue_approval_of(&self, index: usize, fen: u64) -> Result<(), ControlError> {
+        let terminal = self.terminal(index)?;
+        let amount = Amount::from_fen(fen).map_err(|_| ControlError::ApprovalAmount(fen))?;
+        terminal.queue_approval_of(amount).map_err(|e| match e {
+            QueueApprovalError::Full(_) => ControlError::QueueFull(index),
+            _ => ControlError::ApprovalAmount(fen),
+        })
+    }
+
     pub(crate) fn set_faults(&self, index: usize, faults: Faults) -> Result<(), ControlError> {
         faults.validate()?;
         self.terminal(index)?.set_faults(faults);
@@ -434,6 +449,15 @@ impl TerminalSimHandle {
     /// before the amount table (codes queued in order, one per SALE).
     pub fn queue_outcome(&self, index: usize, code: ResponseCode) -> Result<(), ControlError> {
         self.inner.queue_outcome(index, code)
+    }
+
+    /// Makes the next SALE on terminal `index` be approved (`00`) for `fen` instead of the amount it
+    /// asks, whatever that is: the terminal stores that amount and reports it in the response, to QUERY
+    /// and in SETTLE's totals, and a VOID must name it (a misbehaving terminal). Queued in order with
+    /// [`queue_outcome`](Self::queue_outcome)'s codes, one per SALE. `fen` is 1 to
+    /// [`MAX_AMOUNT_FEN`](zhengjiao_protocol::message::MAX_AMOUNT_FEN).
+    pub fn queue_approval_of(&self, index: usize, fen: u64) -> Result<(), ControlError> {
+        self.inner.queue_approval_of(index, fen)
     }
 
     /// Replaces the faults of terminal `index`.

@@ -12,11 +12,11 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use zhengjiao_protocol::link::LinkConfig;
-use zhengjiao_protocol::message::{MerchantId, MessageType, Request, Response, ResponseCode, TerminalId};
+use zhengjiao_protocol::message::{Amount, MerchantId, MessageType, Request, Response, ResponseCode, TerminalId};
 use zhengjiao_protocol::{DecodeError, Text};
 
 use super::counters::{LinkCounters, TerminalCounters};
-use super::engine::{code_text, Engine, EngineCounters, QueueFull};
+use super::engine::{code_text, Engine, EngineCounters, QueueApprovalError, QueueFull};
 use super::faults::{Dice, FaultKind, Faults, FaultsError, FaultsPatch};
 use super::state::TerminalState;
 
@@ -204,6 +204,10 @@ impl Terminal {
 
     pub(crate) fn queue_outcome(&self, code: ResponseCode) -> Result<(), QueueFull> {
         self.engine(|engine| engine.queue_outcome(code))
+    }
+
+    pub(crate) fn queue_approval_of(&self, amount: Amount) -> Result<(), QueueApprovalError> {
+        self.engine(|engine| engine.queue_approval_of(amount))
     }
 
     pub(crate) fn set_decline_rates(&self, rates: Vec<(ResponseCode, f64)>) {
