@@ -147,6 +147,12 @@ pub enum ClientCommand {
     /// Exit status: 0 when terminals, journal and ledger agree to the fen, 5 when anything differs or
     /// is missing, 1 the API refused (e.g. the ledger could not be asked), 2 bad usage or unreachable API.
     Reconcile(ReconcileArgs),
+    /// A report (docs/api.md, "Reports"): daily (日结), commission (代征手续费), settlement (结算), ledger
+    /// (入库) or unpaid (催缴清单); as a table on the terminal, CSV, XLSX or JSON.
+    ///
+    /// Exit status: 0 shown or written, 1 the API refused, 2 bad usage (e.g. xlsx without --output), an
+    /// unreachable API or an output file that cannot be written.
+    Report(ReportArgs),
 }
 
 /// `zhengjiao ledger ...`.
@@ -194,6 +200,74 @@ pub struct ReconcileArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub api: ApiArgs,
+}
+
+/// `zhengjiao report`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ReportArgs {
+    /// Which report.
+    #[arg(value_enum)]
+    pub kind: ReportKind,
+    /// The business day (UTC+8), YYYY-MM-DD: daily (default: today), settlement (default: every day).
+    #[arg(long, value_name = "D", value_parser = date)]
+    pub date: Option<String>,
+    /// The month, YYYY-MM: commission (default: every month).
+    #[arg(long, value_name = "M", value_parser = month)]
+    pub month: Option<String>,
+    /// Only this collection point (a collector always gets their own; an admin every point by default).
+    #[arg(long, value_name = "C")]
+    pub collection_point: Option<String>,
+    /// How to show it: a table on the terminal, CSV (UTF-8 with a BOM), XLSX (needs --output) or the
+    /// API's JSON.
+    #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+    pub format: ReportFormat,
+    /// Write it to this file instead of standard output.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub api: ApiArgs,
+}
+
+/// The reports of `zhengjiao report`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportKind {
+    /// 日结: a day's collections per collection point, insurance, channel and pension tier.
+    Daily,
+    /// 代征手续费: the commission per collecting unit and month.
+    Commission,
+    /// 结算: the terminal settlements, terminal against journal totals.
+    Settlement,
+    /// 入库: the ledger forwarder's status and the outbox per collection point.
+    Ledger,
+    /// 催缴清单: the unpaid lines of a collection point.
+    Unpaid,
+}
+
+impl ReportKind {
+    /// The API's name for it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ReportKind::Daily => "daily",
+            ReportKind::Commission => "commission",
+            ReportKind::Settlement => "settlement",
+            ReportKind::Ledger => "ledger",
+            ReportKind::Unpaid => "unpaid",
+        }
+    }
+}
+
+/// How `zhengjiao report` shows a report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportFormat {
+    /// A readable table.
+    Table,
+    /// CSV, UTF-8 with a byte-order mark.
+    Csv,
+    /// An XLSX workbook (needs --output).
+    Xlsx,
+    /// The API's JSON.
+    Json,
 }
 
 /// `zhengjiao collect`.
@@ -282,6 +356,7 @@ impl ClientCommand {
             ClientCommand::Ledger(LedgerCommand::DeadLetters { .. }) => "ledger dead-letters",
             ClientCommand::Ledger(LedgerCommand::Retry { .. }) => "ledger retry",
             ClientCommand::Reconcile(_) => "reconcile",
+            ClientCommand::Report(_) => "report",
         }
     }
 
@@ -300,6 +375,7 @@ impl ClientCommand {
                 | LedgerCommand::Retry { api, .. },
             ) => api,
             ClientCommand::Reconcile(args) => &args.api,
+            ClientCommand::Report(args) => &args.api,
             ClientCommand::Collect(args) => &args.api,
             ClientCommand::Payments(args) => &args.api,
         }
@@ -315,6 +391,11 @@ fn yuan(s: &str) -> Result<String, String> {
 fn date(s: &str) -> Result<String, String> {
     let format = time::macros::format_description!("[year]-[month]-[day]");
     time::Date::parse(s, format).map(|_| s.to_owned()).map_err(|_| format!("expected a date YYYY-MM-DD, got {s:?}"))
+}
+
+/// A month argument: checked to be YYYY-MM, then sent as typed.
+fn month(s: &str) -> Result<String, String> {
+    crate::report::YearMonth::parse(s).map(|_| s.to_owned()).map_err(|e| format!("expected a month YYYY-MM: {e}"))
 }
 
 #[cfg(test)]
@@ -335,6 +416,8 @@ mod tests {
         assert_eq!(date("2020-10-21"), Ok("2020-10-21".to_owned()));
         assert!(date("2020-13-01").is_err());
         assert!(date("21.10.2020").is_err());
+        assert_eq!(month("2020-10"), Ok("2020-10".to_owned()));
+        assert!(month("2020-13").is_err());
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The operator's command-line verbs (`lookup`, `collect`, `void`, `refund`, `query`, `settle`,
-//! `payments`, `terminals`, `ledger status|dead-letters|retry`, `reconcile`): clients of the daemon's HTTP API (docs/api.md, "CLI").
+//! `payments`, `terminals`, `ledger status|dead-letters|retry`, `reconcile`, `report`): clients of the
+//! daemon's HTTP API (docs/api.md, "CLI").
 //!
 //! Each verb sends one request (and, when an outcome is still open, polls for it within the operator's
 //! `--wait`), prints a readable summary or, with `--json`, the API's JSON answer, and ends with the exit
@@ -12,12 +13,16 @@ mod json;
 mod ledger;
 mod model;
 mod render;
+mod report;
 mod verbs;
 
 use std::process::ExitCode;
 use std::time::Duration;
 
-pub use args::{ApiArgs, ClientCommand, CollectArgs, InsuranceArg, LedgerCommand, PaymentsArgs, ReconcileArgs, Secret};
+pub use args::{
+    ApiArgs, ClientCommand, CollectArgs, InsuranceArg, LedgerCommand, PaymentsArgs, ReconcileArgs, ReportArgs,
+    ReportFormat, ReportKind, Secret,
+};
 pub use model::PaymentState;
 
 /// The API address when neither `--api` nor `ZHENGJIAO_API` gives one.
@@ -36,6 +41,8 @@ const REQUEST_MARGIN: Duration = Duration::from_secs(30);
 const TERMINAL_VERB_WAIT: Duration = Duration::from_secs(100);
 /// The wait assumed for `reconcile`: the daemon may look up many entries at the ledger.
 const RECONCILE_WAIT: Duration = Duration::from_secs(300);
+/// The wait assumed for `report`: a report of every collection point reads much of the journal.
+const REPORT_WAIT: Duration = Duration::from_secs(120);
 
 /// The exit status of a client verb (docs/api.md, "CLI").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,6 +102,7 @@ pub fn run(command: ClientCommand) -> ExitCode {
         | ClientCommand::Ledger(_) => Duration::ZERO,
         // Looking up a day's entries at the ledger can take a while.
         ClientCommand::Reconcile(_) => RECONCILE_WAIT,
+        ClientCommand::Report(_) => REPORT_WAIT,
     };
     let api = match http::Api::new(target, CONNECT_TIMEOUT, wait.saturating_add(REQUEST_MARGIN)) {
         Ok(api) => api,

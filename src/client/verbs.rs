@@ -38,6 +38,7 @@ pub(crate) async fn run(api: &Api, command: &ClientCommand, out: &Out) -> Exit {
         ClientCommand::Terminals { .. } => terminals(api, out).await,
         ClientCommand::Ledger(command) => super::ledger::ledger(api, command, out).await,
         ClientCommand::Reconcile(args) => super::ledger::reconcile(api, args, out).await,
+        ClientCommand::Report(args) => super::report::report(api, args, out).await,
     }
 }
 
