@@ -7,6 +7,7 @@
 //! reconciliation; the operator HTTP API and the CLI verbs that call it; the frame inspector.
 
 pub mod api;
+pub mod backup;
 pub mod client;
 pub mod clock;
 pub mod collect;
@@ -19,4 +20,6 @@ pub mod journal;
 pub mod ledger;
 pub mod link;
 pub mod logging;
+pub mod metrics;
 pub mod policy;
+pub mod report;

@@ -39,7 +39,12 @@ impl Collection {
                 lines
             };
         if found.is_empty() {
-            return Err(ServiceError::not_found("line", format!("no line matches {query:?}")));
+            // An ID number is echoed masked: the answer may end up in a log or on a screen.
+            let shown = match IdNumber::parse(query) {
+                Ok(id) => id.masked(),
+                Err(_) => query.to_owned(),
+            };
+            return Err(ServiceError::not_found("line", format!("no line matches {shown:?}")));
         }
         let total = found.len();
         let mut lines = Vec::new();

@@ -18,7 +18,7 @@
 //!   left it reads from the start again, which picks up reversals whose payment was just acknowledged,
 //!   requeued dead letters and entries of failed batches.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -40,6 +40,19 @@ pub const MAX_BATCH: usize = 500;
 pub const MAX_IN_FLIGHT: usize = 16;
 /// Most dead letters listed at once.
 pub const MAX_DEAD_LETTERS: usize = 10_000;
+/// The kinds of failure [`Forwarder::error_counts`] always lists: those of [`SendError::kind`], then
+/// `journal` (the outbox could not be read or an answer recorded) and `internal` (a batch task failed).
+pub const ERROR_KINDS: [&str; 9] = [
+    "unauthorized",
+    "unavailable",
+    "server_error",
+    "refused",
+    "timeout",
+    "connection",
+    "bad_answer",
+    "journal",
+    "internal",
+];
 /// Recent failures kept for the status.
 const RECENT_ERRORS: usize = 8;
 
@@ -131,6 +144,8 @@ struct Live {
     batches_answered: u64,
     entries_acknowledged: u64,
     entries_rejected: u64,
+    /// Failed batches (and outbox reads) since the daemon started, by [`LastError::kind`].
+    errors_by_kind: BTreeMap<String, u64>,
 }
 
 struct Shared {
@@ -318,6 +333,19 @@ impl Forwarder {
         }
     }
 
+    /// Failed batches (and outbox reads) since the daemon started, by kind (the `kind` of
+    /// [`LastError`]: [`SendError::kind`], `journal` or `internal`), in kind order. Every kind of
+    /// [`ERROR_KINDS`] is listed, with 0 when it never happened, so a metric exists before its first
+    /// failure.
+    pub fn error_counts(&self) -> Vec<(String, u64)> {
+        let live = self.shared.live();
+        let mut counts: BTreeMap<String, u64> = ERROR_KINDS.iter().map(|k| ((*k).to_owned(), 0)).collect();
+        for (kind, n) in &live.errors_by_kind {
+            *counts.entry(kind.clone()).or_default() += n;
+        }
+        counts.into_iter().collect()
+    }
+
     /// Up to `limit` (at most [`MAX_DEAD_LETTERS`]) dead letters, oldest first.
     pub async fn dead_letters(&self, limit: usize) -> Result<Vec<OutboxEntry>, ReadError> {
         self.shared.store.dead_letters(limit.min(MAX_DEAD_LETTERS)).await
@@ -441,9 +469,10 @@ fn failed(shared: &Shared, failure: Failure, entries: usize, rng: &mut fastrand:
     let mut live = shared.live();
     live.consecutive_failures = live.consecutive_failures.saturating_add(1);
     let delay = shared.settings.backoff.delay(live.consecutive_failures, failure.retry_after, rng);
+    *live.errors_by_kind.entry(failure.kind.clone()).or_default() += 1;
     tracing::warn!(
         kind = %failure.kind,
-        error = %failure.message,
+        error = %crate::logging::redact(&failure.message),
         entries,
         failures = live.consecutive_failures,
         retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
@@ -483,7 +512,7 @@ async fn send_batch(shared: Arc<Shared>, batch: Vec<QueuedEntry>) -> BatchDone {
         Ok(answers) => {
             for answer in &answers {
                 if let crate::journal::LedgerVerdict::Rejected { reason } = &answer.verdict {
-                    tracing::warn!(entry = %answer.entry_id, reason = %reason, "ledger rejected an entry; dead letter");
+                    tracing::warn!(entry = %answer.entry_id, reason = %crate::logging::redact(reason), "ledger rejected an entry; dead letter");
                 }
             }
             match shared.store.record_ledger_answers(answers).await {

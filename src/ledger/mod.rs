@@ -23,6 +23,6 @@ pub use client::{
     MAX_ANSWER_BYTES, MAX_RETRY_AFTER,
 };
 pub use forwarder::{
-    Forwarder, ForwarderSettings, LastError, LedgerStatus, MAX_BATCH, MAX_DEAD_LETTERS, MAX_IN_FLIGHT,
+    Forwarder, ForwarderSettings, LastError, LedgerStatus, ERROR_KINDS, MAX_BATCH, MAX_DEAD_LETTERS, MAX_IN_FLIGHT,
 };
 pub use reconcile::{reconcile, ReconcileError, Reconciliation, MAX_LOOKUPS};
