@@ -439,6 +439,8 @@ enum Mode {
     InvalidJson,
     WrongShape,
     Correct,
+    /// `400` to any batch holding entry P00007, echoing a (made-up) payer ID number.
+    RefuseOne,
 }
 
 /// A stand-in for the ledger that answers `POST /v1/entries` as `mode` says (no signature check).
@@ -453,6 +455,14 @@ async fn stand_in(mode: Arc<Mutex<Mode>>) -> String {
                 let sent: Value = serde_json::from_slice(&body).unwrap();
                 let ids: Vec<String> =
                     sent["entries"].as_array().unwrap().iter().map(|e| e["entry_id"].as_str().unwrap().to_owned()).collect();
+                if mode == Mode::RefuseOne && ids.iter().any(|i| i == "P00007") {
+                    let body = json!({"error": "invalid_field:payer_id 11010519491231002X"}).to_string();
+                    return (
+                        axum::http::StatusCode::BAD_REQUEST,
+                        [(axum::http::header::CONTENT_TYPE, "application/json")],
+                        body,
+                    );
+                }
                 let result = |id: &str, status: &str| {
                     json!({"entry_id": id, "status": status, "tax_voucher_no": format!("V-{id}"), "reason": null})
                 };
@@ -462,9 +472,11 @@ async fn stand_in(mode: Arc<Mutex<Mode>>) -> String {
                     Mode::UnknownStatus => json!({"results": ids.iter().map(|i| result(i, "accepted")).collect::<Vec<_>>()}).to_string(),
                     Mode::InvalidJson => "{\"results\": [".to_owned(),
                     Mode::WrongShape => json!({"entries": ids}).to_string(),
-                    Mode::Correct => json!({"results": ids.iter().map(|i| result(i, "created")).collect::<Vec<_>>()}).to_string(),
+                    Mode::Correct | Mode::RefuseOne => {
+                        json!({"results": ids.iter().map(|i| result(i, "created")).collect::<Vec<_>>()}).to_string()
+                    }
                 };
-                ([(axum::http::header::CONTENT_TYPE, "application/json")], text)
+                (axum::http::StatusCode::OK, [(axum::http::header::CONTENT_TYPE, "application/json")], text)
             }
         }),
     );
@@ -503,6 +515,23 @@ async fn answers_that_break_the_contract_never_mark_anything_forwarded() {
     assert_eq!(s.forwarded, 20);
     let e = store.outbox_entry(&pid(7)).await.unwrap().unwrap();
     assert_eq!(e.tax_voucher_no.as_deref(), Some("V-P00007"));
+}
+
+#[tokio::test]
+async fn an_entry_the_ledger_refuses_alone_becomes_a_dead_letter_and_does_not_block_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = journal_with(&dir.path().join("j.sqlite"), 20).await;
+    let url = stand_in(Arc::new(Mutex::new(Mode::RefuseOne))).await;
+    let f = start(&store, client(&url, SECRET, Duration::from_secs(5)));
+    // The batch holding P00007 is halved until P00007 goes alone and is refused alone.
+    let s = wait(&f, "everything but P00007 forwarded", |s| s.forwarded == 19 && s.dead_letters == 1).await;
+    assert_eq!(s.backlog, 0);
+    let e = store.outbox_entry(&pid(7)).await.unwrap().unwrap();
+    let reason = e.dead_letter.expect("a dead letter");
+    assert!(reason.contains("refused alone") && reason.contains("400"), "{reason}");
+    assert!(!reason.contains("11010519491231002X"), "the ledger's text is kept masked: {reason}");
+    let status = serde_json::to_string(&f.status().await.unwrap()).unwrap();
+    assert!(!status.contains("11010519491231002X"), "the status is masked: {status}");
 }
 
 /// In a child: which part it plays and on which file and ledger.

@@ -105,7 +105,8 @@ fn read_result(index: usize, sent: &str, result: &Value) -> Result<LedgerAnswer,
 
 /// At most [`QUOTE_CHARS`] characters of a text from the ledger, control characters blanked.
 fn quote(text: &str) -> String {
-    text.chars().take(QUOTE_CHARS).map(|c| if c.is_control() { ' ' } else { c }).collect()
+    let quoted: String = text.chars().take(QUOTE_CHARS).map(|c| if c.is_control() { ' ' } else { c }).collect();
+    crate::logging::redact(&quoted).into_owned()
 }
 
 #[cfg(test)]

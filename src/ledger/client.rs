@@ -352,7 +352,7 @@ fn status_error(status: StatusCode, retry_after: Option<Duration>, body: &[u8]) 
         StatusCode::UNAUTHORIZED => {
             let reason = serde_json::from_slice::<serde_json::Value>(body)
                 .ok()
-                .and_then(|v| v.get("reason").and_then(|r| r.as_str()).map(str::to_owned))
+                .and_then(|v| v.get("reason").and_then(|r| r.as_str()).map(|r| excerpt(r.as_bytes())))
                 .unwrap_or_else(|| excerpt(body));
             SendError::Unauthorized { reason }
         }
@@ -364,14 +364,15 @@ fn status_error(status: StatusCode, retry_after: Option<Duration>, body: &[u8]) 
     }
 }
 
-/// The start of a body, control characters blanked.
+/// The start of a body, control characters blanked, anything shaped like a full ID or card number
+/// masked: it is kept in the status and the journal, and shown to operators.
 fn excerpt(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);
     let mut out: String = text.chars().take(EXCERPT_CHARS).map(|c| if c.is_control() { ' ' } else { c }).collect();
     if text.chars().nth(EXCERPT_CHARS).is_some() {
         out.push_str("...");
     }
-    out
+    crate::logging::redact(&out).into_owned()
 }
 
 /// The deepest cause of an error ("Connection refused (os error 111)" rather than "error sending

@@ -202,15 +202,19 @@ struct Failure {
     kind: String,
     message: String,
     retry_after: Option<Duration>,
+    /// The ledger refused the batch's body itself (400, 413): a smaller batch isolates the entry at
+    /// fault.
+    body_refused: bool,
 }
 
 impl Failure {
     fn send(e: &SendError) -> Failure {
-        Failure { kind: e.kind().to_owned(), message: e.to_string(), retry_after: e.retry_after() }
+        let body_refused = matches!(e, SendError::Refused { status: 400 | 413, .. });
+        Failure { kind: e.kind().to_owned(), message: e.to_string(), retry_after: e.retry_after(), body_refused }
     }
 
     fn journal(e: &dyn std::error::Error) -> Failure {
-        Failure { kind: "journal".to_owned(), message: format!("journal: {e}"), retry_after: None }
+        Failure { kind: "journal".to_owned(), message: format!("journal: {e}"), retry_after: None, body_refused: false }
     }
 }
 
@@ -381,6 +385,9 @@ async fn run(shared: Arc<Shared>) {
     let mut rng = fastrand::Rng::new();
     let mut cursor = 0i64;
     let mut backoff_until: Option<Instant> = None;
+    // Halved after the ledger refuses a batch's body (400, 413), doubled back after each answered
+    // batch: a single bad entry is isolated (and dead-lettered) without holding back the rest.
+    let mut batch_limit = settings.batch_size;
     loop {
         if *stop.borrow_and_update() {
             break;
@@ -395,7 +402,7 @@ async fn run(shared: Arc<Shared>) {
             if batches.is_empty() {
                 cursor = 0;
             }
-            match shared.store.sendable_outbox(cursor, settings.batch_size).await {
+            match shared.store.sendable_outbox(cursor, batch_limit).await {
                 Ok(batch) => {
                     if let Some(last) = batch.last() {
                         cursor = last.seq;
@@ -423,13 +430,25 @@ async fn run(shared: Arc<Shared>) {
             Some(joined) = batches.join_next(), if !batches.is_empty() => {
                 shared.live().in_flight = batches.len();
                 match joined {
-                    Ok(BatchDone::Answered { recorded }) => answered(&shared, &recorded),
+                    Ok(BatchDone::Answered { recorded }) => {
+                        batch_limit = batch_limit.saturating_mul(2).min(settings.batch_size);
+                        answered(&shared, &recorded);
+                    }
                     Ok(BatchDone::Failed { failure, entries }) => {
+                        let split = failure.body_refused && entries > 1;
+                        if failure.body_refused {
+                            batch_limit = (entries / 2).max(1);
+                        }
                         let until = failed(&shared, failure, entries, &mut rng);
-                        backoff_until = Some(backoff_until.map_or(until, |t| t.max(until)));
+                        if split {
+                            // Not a passing trouble: the halves go at once.
+                            shared.live().backoff_until = backoff_until;
+                        } else {
+                            backoff_until = Some(backoff_until.map_or(until, |t| t.max(until)));
+                        }
                     }
                     Err(e) => {
-                        let failure = Failure { kind: "internal".to_owned(), message: format!("batch task failed: {e}"), retry_after: None };
+                        let failure = Failure { kind: "internal".to_owned(), message: format!("batch task failed: {e}"), retry_after: None, body_refused: false };
                         backoff_until = Some(failed(&shared, failure, 0, &mut rng));
                     }
                 }
@@ -522,6 +541,22 @@ async fn send_batch(shared: Arc<Shared>, batch: Vec<QueuedEntry>) -> BatchDone {
         }
         Err(e) => {
             let failure = Failure::send(&e);
+            if failure.body_refused && batch.len() == 1 {
+                // One entry alone is refused as malformed (400) or too large (413): no retry can
+                // change that. It becomes a dead letter, visible and replayable, so it does not hold
+                // back every entry behind it.
+                let answer = crate::journal::LedgerAnswer {
+                    entry_id: batch[0].entry_id.clone(),
+                    verdict: crate::journal::LedgerVerdict::Rejected {
+                        reason: format!("refused alone: {}", failure.message),
+                    },
+                };
+                tracing::warn!(entry = %answer.entry_id, error = %crate::logging::redact(&failure.message), "the ledger refuses this entry alone; dead letter");
+                return match shared.store.record_ledger_answers(vec![answer]).await {
+                    Ok(recorded) => BatchDone::Answered { recorded },
+                    Err(e) => BatchDone::Failed { failure: Failure::journal(&e), entries },
+                };
+            }
             let owned = batch.into_iter().map(|e| e.entry_id).collect();
             if let Err(je) = shared.store.record_forward_attempt_failed(owned, &failure.message).await {
                 tracing::error!(error = %je, "cannot record a failed ledger attempt");

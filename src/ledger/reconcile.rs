@@ -24,6 +24,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use tokio::task::JoinSet;
 
+use super::answer::ContractError;
 use super::client::{HeldEntry, LedgerClient, SendError};
 use crate::domain::{CollectionPointCode, Fen};
 use crate::journal::{OutboxEntry, ReadError, Store};
@@ -66,16 +67,16 @@ struct Sums {
 impl Sums {
     fn add(&mut self, reversal: bool, fen: i64) {
         if reversal {
-            self.reversals += 1;
-            self.reversal_fen += fen;
+            self.reversals = self.reversals.saturating_add(1);
+            self.reversal_fen = self.reversal_fen.saturating_add(fen);
         } else {
-            self.payments += 1;
-            self.payment_fen += fen;
+            self.payments = self.payments.saturating_add(1);
+            self.payment_fen = self.payment_fen.saturating_add(fen);
         }
     }
 
     fn net(&self) -> i64 {
-        self.payment_fen - self.reversal_fen
+        self.payment_fen.saturating_sub(self.reversal_fen)
     }
 
     fn view(&self) -> Totals {
@@ -90,11 +91,8 @@ impl Sums {
 }
 
 fn yuan(fen: i64) -> String {
-    if fen < 0 {
-        format!("-{}", Fen::from_fen(-fen).to_yuan_string())
-    } else {
-        Fen::from_fen(fen).to_yuan_string()
-    }
+    // `Fen`'s Display carries the sign and handles i64::MIN.
+    Fen::from_fen(fen).to_string()
 }
 
 /// Counts and totals (yuan strings with two decimals).
@@ -316,12 +314,28 @@ pub async fn reconcile<S: Store>(
         if collection_point.is_some_and(|p| p.as_str() != l.collection_point) {
             continue;
         }
-        let fen = |d: rust_decimal::Decimal| Fen::from_decimal(d).map(Fen::as_fen).unwrap_or(i64::MIN);
+        // A total that is not an amount in fen, or sums that overflow, break the contract: the
+        // reconciliation fails rather than compare numbers it cannot trust.
+        let bad = |what: &str| {
+            ReconcileError::Ledger(SendError::BadAnswer(ContractError::NotJson(format!(
+                "summary line {}/{}: {what}",
+                l.collection_point, l.insurance
+            ))))
+        };
+        let fen = |d: rust_decimal::Decimal, what: &str| {
+            Fen::from_decimal(d)
+                .ok()
+                .filter(|f| f.as_fen() >= 0)
+                .map(Fen::as_fen)
+                .ok_or_else(|| bad(&format!("{what} {d} is not a non-negative amount in fen")))
+        };
+        let payment_fen = fen(l.payment_total, "payment_total")?;
+        let reversal_fen = fen(l.reversal_total, "reversal_total")?;
         let s = ledger.entry((l.collection_point.clone(), l.insurance.clone())).or_default();
-        s.payments += l.payments;
-        s.payment_fen += fen(l.payment_total);
-        s.reversals += l.reversals;
-        s.reversal_fen += fen(l.reversal_total);
+        s.payments = s.payments.checked_add(l.payments).ok_or_else(|| bad("payments overflow"))?;
+        s.payment_fen = s.payment_fen.checked_add(payment_fen).ok_or_else(|| bad("payment_total overflows"))?;
+        s.reversals = s.reversals.checked_add(l.reversals).ok_or_else(|| bad("reversals overflow"))?;
+        s.reversal_fen = s.reversal_fen.checked_add(reversal_fen).ok_or_else(|| bad("reversal_total overflows"))?;
     }
     let keys: BTreeSet<(String, String)> = journal.keys().chain(ledger.keys()).cloned().collect();
     let mut lines = Vec::new();
