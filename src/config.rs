@@ -25,8 +25,10 @@ use keys::{Problems, Table};
 
 pub use keys::Problem;
 
-/// The most terminals one daemon drives.
-pub const MAX_TERMINALS: usize = 256;
+/// The most terminals one daemon drives. Each costs a link task, a recovery task and one connection
+/// (a file descriptor); about 26 KiB of resident memory when idle (BENCHMARKS.md, the load benchmark
+/// connects 5,000). The process's file descriptor limit must allow them.
+pub const MAX_TERMINALS: usize = 10_000;
 /// The most operators one configuration lists.
 pub const MAX_OPERATORS: usize = 4096;
 

@@ -242,7 +242,7 @@ impl Collection {
                 return;
             }
         };
-        self.notify_changed();
+        self.notify_step(&payment.id);
         tracing::info!(
             payment = %payment.id.as_str(), terminal = %entry.name, line = %payment.line, amount = %payment.amount,
             "payment created"
@@ -443,7 +443,7 @@ impl Collection {
             Err(note) => self.fall_back_to_unknown(&entry, &id, false, &note).await,
         }
         drop(gate);
-        self.notify_changed();
+        self.notify_step(&id);
     }
 
     /// Records `unknown` for a payment or reversal whose outcome was not recorded, and wakes the
@@ -524,7 +524,7 @@ impl Collection {
         } else {
             store.transition(id, to, said).await.map(|_| ())
         };
-        self.notify_changed();
+        self.notify_step(id);
         if to == PaymentState::Approved {
             self.inner.outbox.notify_one();
         }
@@ -554,7 +554,7 @@ impl Collection {
         };
         let said_again = said.clone();
         let outcome = store.transition(id, to, said).await;
-        self.notify_changed();
+        self.notify_step(id);
         if to == PaymentState::Approved {
             self.inner.outbox.notify_one();
         }
@@ -591,7 +591,7 @@ impl Collection {
     /// Waits up to `wait` for the payment's outcome; returns it as it stands.
     pub async fn wait_payment(&self, id: &EcrReference, wait: Duration) -> Result<PaymentView, ServiceError> {
         let deadline = tokio::time::Instant::now() + wait.min(MAX_WAIT);
-        let mut changed = self.inner.changed.subscribe();
+        let mut changed = self.watch_steps(id);
         loop {
             let payment = self.inner.store.payment(id).await?;
             let open = payment.as_ref().is_some_and(|p| p.state.is_under_way());
@@ -613,7 +613,7 @@ impl Collection {
         wait: Duration,
     ) -> Result<PaymentView, ServiceError> {
         let deadline = tokio::time::Instant::now() + wait.min(MAX_WAIT);
-        let mut changed = self.inner.changed.subscribe();
+        let mut changed = self.watch_steps(reversal);
         loop {
             let r = self.inner.store.reversal(reversal).await?;
             let open = r.as_ref().is_some_and(|r| r.state.is_under_way());

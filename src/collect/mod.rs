@@ -33,6 +33,7 @@ use std::time::Duration;
 
 use tokio::sync::{watch, Notify, RwLock};
 use zhengjiao_protocol::message::{OperatorId, Till};
+use zhengjiao_protocol::EcrReference;
 
 use crate::clock::Clock;
 use crate::config::{Config, OperatorConfig, Role};
@@ -130,6 +131,34 @@ pub(crate) fn link_state_name(state: LinkState) -> &'static str {
     }
 }
 
+/// A caller's wait for the steps of one payment or reversal; leaves the map when the last one ends.
+pub(crate) struct StepWatch<'a> {
+    collection: &'a Collection,
+    id: EcrReference,
+    rx: watch::Receiver<u64>,
+}
+
+impl StepWatch<'_> {
+    /// Returns after the next step of the reference (at once when one happened since the last call).
+    pub(crate) async fn changed(&mut self) {
+        if self.rx.changed().await.is_err() {
+            // Not reached: the sender lives in the map while a receiver does.
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+impl Drop for StepWatch<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut waiting) = self.collection.inner.waiting.lock() {
+            // This receiver is still alive: it is the last when the count is 1.
+            if waiting.get(&self.id).is_some_and(|tx| tx.receiver_count() <= 1) {
+                waiting.remove(&self.id);
+            }
+        }
+    }
+}
+
 /// One configured terminal and what the service keeps for it.
 pub(crate) struct TerminalEntry {
     /// Configured name.
@@ -167,8 +196,12 @@ pub(crate) struct Inner {
     pub(crate) settings: CollectionSettings,
     pub(crate) terminals: Vec<Arc<TerminalEntry>>,
     pub(crate) by_name: HashMap<String, usize>,
-    /// Bumped after every recorded step, so waiters re-read.
+    /// Bumped after every recorded step.
     pub(crate) changed: watch::Sender<u64>,
+    /// Callers waiting for a payment's or reversal's outcome, by its reference: bumped after every
+    /// step of that reference (and all of them after a change that names none), so a waiter re-reads
+    /// the journal only when its own record may have moved, not after every step of every payment.
+    pub(crate) waiting: std::sync::Mutex<HashMap<EcrReference, watch::Sender<u64>>>,
     /// Signalled after every step that may have written a ledger outbox row (an approval, a reversal).
     pub(crate) outbox: Arc<Notify>,
 }
@@ -217,6 +250,7 @@ impl Collection {
                 terminals,
                 by_name,
                 changed: watch::Sender::new(0),
+                waiting: std::sync::Mutex::new(HashMap::new()),
                 outbox: Arc::new(Notify::new()),
             }),
         };
@@ -276,7 +310,7 @@ impl Collection {
 
     /// The terminal whose last sign-in reported this terminal id.
     pub(crate) fn terminal_by_id(&self, terminal_id: &str) -> Option<&Arc<TerminalEntry>> {
-        self.inner.terminals.iter().find(|t| t.terminal_id().as_deref() == Some(terminal_id))
+        self.inner.terminals.iter().find(|t| t.link.has_terminal_id(terminal_id))
     }
 
     /// Signalled whenever a ledger outbox row may have been written; the forwarder waits on it.
@@ -284,8 +318,34 @@ impl Collection {
         Arc::clone(&self.inner.outbox)
     }
 
+    /// Wakes every waiter: a change that names no payment or reversal.
     pub(crate) fn notify_changed(&self) {
         self.inner.changed.send_modify(|n| *n = n.wrapping_add(1));
+        if let Ok(waiting) = self.inner.waiting.lock() {
+            for tx in waiting.values() {
+                tx.send_modify(|n| *n = n.wrapping_add(1));
+            }
+        }
+    }
+
+    /// Wakes the waiters of one payment or reversal after a step of it.
+    pub(crate) fn notify_step(&self, id: &EcrReference) {
+        self.inner.changed.send_modify(|n| *n = n.wrapping_add(1));
+        if let Ok(waiting) = self.inner.waiting.lock() {
+            if let Some(tx) = waiting.get(id) {
+                tx.send_modify(|n| *n = n.wrapping_add(1));
+            }
+        }
+    }
+
+    /// Follows the steps of `id` from now on: [`StepWatch::changed`] returns after the next one.
+    pub(crate) fn watch_steps(&self, id: &EcrReference) -> StepWatch<'_> {
+        let rx = match self.inner.waiting.lock() {
+            Ok(mut waiting) => waiting.entry(*id).or_insert_with(|| watch::Sender::new(0)).subscribe(),
+            // A poisoned map (a panic while it was held): follow every change instead.
+            Err(_) => self.inner.changed.subscribe(),
+        };
+        StepWatch { collection: self, id: *id, rx }
     }
 
     /// At start-up: whatever was under way when the daemon stopped is unknown until the terminal says.

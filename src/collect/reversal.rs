@@ -221,7 +221,8 @@ impl Collection {
             }
             Err(e) => return Err(ServiceError::conflict("not_reversible", e.to_string())),
         }
-        self.notify_changed();
+        self.notify_step(&id);
+        self.notify_step(&payment.id);
         tracing::info!(payment = %pid, reversal = %text, kind = kind.as_str(), automatic, "reversal created");
         Ok(Prepared { id, body, operator, gate })
     }
@@ -241,7 +242,7 @@ impl Collection {
             Err(note) => self.fall_back_to_unknown(&entry, &id, true, &note).await,
         }
         drop(gate);
-        self.notify_changed();
+        self.notify_step(&id);
     }
 
     /// Records a terminal's verdict on a reversal; true when recorded.

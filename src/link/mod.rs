@@ -210,6 +210,12 @@ impl TerminalLink {
         status
     }
 
+    /// True when the terminal reported `terminal_id` (终端号) at its last sign-in. Reads the status in
+    /// place, without the copy [`status`](Self::status) makes.
+    pub fn has_terminal_id(&self, terminal_id: &str) -> bool {
+        self.shared.status.borrow().terminal_id.as_deref() == Some(terminal_id)
+    }
+
     /// A receiver that sees every change of the status. It reports the sender closed once the task has
     /// ended.
     pub fn watch(&self) -> watch::Receiver<LinkStatus> {
