@@ -221,14 +221,16 @@ impl<R: Read> DecodingReader<R> {
         self.consumed
     }
 
-    fn error_at(&self, index_in_raw: usize, encoding: TextEncoding) -> DecodeError {
-        let upto = index_in_raw.min(self.raw.len());
-        let lines = self.raw[..upto].iter().filter(|&&b| b == b'\n').count() as u64;
+    /// The error for undecodable bytes starting at file offset `offset`, which may lie before `raw`:
+    /// the decoder keeps an unfinished sequence across chunks, and those bytes hold no line feed.
+    fn error_at(&self, offset: u64, encoding: TextEncoding) -> DecodeError {
+        let upto = offset.checked_sub(self.raw_base).map_or(0, |i| usize::try_from(i).unwrap_or(usize::MAX));
+        let lines = self.raw[..upto.min(self.raw.len())].iter().filter(|&&b| b == b'\n').count() as u64;
         let hint = match encoding {
             TextEncoding::Utf8 => "; if the file is GBK/GB18030, use --encoding gb18030",
             TextEncoding::Gb18030 => "; if the file is UTF-8, use --encoding utf8",
         };
-        DecodeError { encoding, offset: self.raw_base + index_in_raw as u64, line: self.lines_before + lines + 1, hint }
+        DecodeError { encoding, offset, line: self.lines_before + lines + 1, hint }
     }
 
     /// Moves the undecoded tail of `raw` to its front and reads more bytes after it.
@@ -276,7 +278,10 @@ impl<R: Read> DecodingReader<R> {
                     Ok(_) => src.len(),
                     Err(e) => match e.error_len() {
                         None if !last => e.valid_up_to(),
-                        _ => return Err(self.error_at(src_start + e.valid_up_to(), TextEncoding::Utf8)),
+                        _ => {
+                            let offset = self.raw_base + (src_start + e.valid_up_to()) as u64;
+                            return Err(self.error_at(offset, TextEncoding::Utf8));
+                        }
                     },
                 };
                 self.out[..valid].copy_from_slice(&self.raw[src_start..src_start + valid]);
@@ -288,9 +293,10 @@ impl<R: Read> DecodingReader<R> {
                     decoder.decode_to_utf8_without_replacement(&self.raw[src_start..src_end], &mut self.out, last);
                 match result {
                     encoding_rs::DecoderResult::Malformed(bad, extra) => {
-                        // The malformed bytes may have begun in an earlier chunk; the offset is then that of
-                        // this chunk's start, at most three bytes late.
-                        let at = (src_start + read).saturating_sub(bad as usize + extra as usize);
+                        // The malformed bytes end `extra` bytes before what the decoder read, and may have
+                        // begun in an earlier chunk (or call): count back in file offsets, not in `raw`.
+                        let end = self.raw_base + (src_start + read) as u64;
+                        let at = end.saturating_sub(u64::from(bad) + u64::from(extra));
                         return Err(self.error_at(at, TextEncoding::Gb18030));
                     }
                     encoding_rs::DecoderResult::InputEmpty | encoding_rs::DecoderResult::OutputFull => {
@@ -426,6 +432,21 @@ mod tests {
         assert_eq!((e.offset, e.line), (4, 2));
         let e = decode_all(b"a,b\n\xD5", TextEncoding::Gb18030).unwrap_err();
         assert_eq!(e.line, 2);
+    }
+
+    /// Fuzzing found this: a GB18030 sequence left unfinished by one decode call and refused at the end
+    /// of the file was reported at the file's length, past its last byte.
+    #[test]
+    fn unfinished_gb18030_sequence_is_located_at_its_start() {
+        let e = decode_all(b"ab\x81\x30", TextEncoding::Gb18030).unwrap_err();
+        assert_eq!((e.offset, e.line), (2, 1));
+        let e = decode_all(b"a\nb\x81\x30", TextEncoding::Gb18030).unwrap_err();
+        assert_eq!((e.offset, e.line), (3, 2));
+        // Across a chunk boundary: the sequence begins in the first chunk, fails in the second.
+        let mut bytes = vec![b'a'; CHUNK - 1];
+        bytes.extend_from_slice(b"\x81\x30\x81\n");
+        let e = decode_all(&bytes, TextEncoding::Gb18030).unwrap_err();
+        assert_eq!((e.offset, e.line), (CHUNK as u64 - 1, 1));
     }
 
     #[test]
