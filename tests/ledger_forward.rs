@@ -534,6 +534,35 @@ async fn an_entry_the_ledger_refuses_alone_becomes_a_dead_letter_and_does_not_bl
     assert!(!status.contains("11010519491231002X"), "the status is masked: {status}");
 }
 
+#[tokio::test]
+async fn a_summary_that_is_not_amounts_in_fen_fails_the_reconciliation() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = journal_with(&dir.path().join("j.sqlite"), 2).await;
+    for total in ["-280.00", "280.001", "99999999999999999999.00"] {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let body = json!({"date": "2020-10-21", "lines": [
+            {"collection_point": "WD-01", "insurance": "medical", "channel": "pos",
+             "payments": 1, "payment_total": total, "reversals": 0, "reversal_total": "0.00"},
+            {"collection_point": "WD-01", "insurance": "medical", "channel": "pos",
+             "payments": 1, "payment_total": total, "reversals": 0, "reversal_total": "0.00"}
+        ]})
+        .to_string();
+        let app = axum::Router::new().route(
+            "/v1/summary",
+            axum::routing::get(move || {
+                let body = body.clone();
+                async move { ([(axum::http::header::CONTENT_TYPE, "application/json")], body) }
+            }),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let c = client(&url, SECRET, Duration::from_secs(5));
+        let result = reconcile(&store, &c, DAY, None).await;
+        // Never a panic, never a sum that wraps into something that could look balanced.
+        assert!(result.is_err(), "{total}: {result:?}");
+    }
+}
+
 /// In a child: which part it plays and on which file and ledger.
 fn child_role(role: &str) -> Option<(PathBuf, String)> {
     (std::env::var(CHILD).ok()? == role).then(|| {
