@@ -209,6 +209,22 @@ impl History {
 }
 
 /// Appends one step to a payment's or a reversal's history.
+/// Records that a terminal's batch was seen (the batch a transaction reported), once.
+pub(super) fn note_batch(
+    conn: &Connection,
+    terminal: &TerminalId,
+    batch: Option<&Batch>,
+    now: &str,
+) -> rusqlite::Result<()> {
+    if let Some(batch) = batch {
+        conn.prepare_cached(
+            "INSERT OR IGNORE INTO terminal_batches (terminal_id, batch_no, first_seen_at) VALUES (?1, ?2, ?3)",
+        )?
+        .execute(params![terminal.as_str(), batch.as_str(), now])?;
+    }
+    Ok(())
+}
+
 pub(super) fn insert_transition(
     conn: &Connection,
     history: History,
@@ -300,12 +316,7 @@ pub(super) fn transition_with(
         ])?;
     }
     insert_transition(conn, History::Payment, pid, &now, Some(from), to, said)?;
-    if let Some(batch) = &said.batch {
-        conn.prepare_cached(
-            "INSERT OR IGNORE INTO terminal_batches (terminal_id, batch_no, first_seen_at) VALUES (?1, ?2, ?3)",
-        )?
-        .execute(params![current.terminal.as_str(), batch.as_str(), now])?;
-    }
+    note_batch(conn, &current.terminal, said.batch.as_ref(), &now)?;
     let Some(after) = payment(conn, ctx.shared, pid).map_err(ReadFail::into_refusal)? else {
         return refuse(TransitionError::UnknownPayment { id: pid.to_owned() });
     };

@@ -10,7 +10,7 @@ use super::super::payment::{PaymentState, TerminalSaid};
 use super::super::reversal::{NewReversal, Reversal, ReversalKind, ReversalOutcome};
 use super::super::writer::{Ctx, Refusal, Shared};
 use super::codec::parse;
-use super::payment::{self, insert_transition, read_said, History};
+use super::payment::{self, insert_transition, note_batch, read_said, History};
 use super::ReadFail;
 use crate::domain::{Fen, StaffNumber};
 
@@ -157,12 +157,7 @@ pub(super) fn transition(
         said.date.as_ref().map(Date::as_str),
     ])?;
     insert_transition(conn, History::Reversal, rid, &now, Some(from), to, said)?;
-    if let Some(batch) = &said.batch {
-        conn.prepare_cached(
-            "INSERT OR IGNORE INTO terminal_batches (terminal_id, batch_no, first_seen_at) VALUES (?1, ?2, ?3)",
-        )?
-        .execute(params![current.terminal.as_str(), batch.as_str(), now])?;
-    }
+    note_batch(conn, &current.terminal, said.batch.as_ref(), &now)?;
     let Some(after) = reversal(conn, ctx.shared, rid).map_err(ReadFail::into_refusal)? else {
         return refuse(TransitionError::UnknownReversal { id: rid.to_owned() });
     };
