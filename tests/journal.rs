@@ -812,3 +812,66 @@ async fn a_closed_store_says_so() {
     let err = other.count_roster_lines().await.unwrap_err();
     assert!(matches!(err, ReadError::Storage(StorageError::Closed { .. })), "{err:?}");
 }
+
+#[tokio::test]
+async fn steps_recorded_in_one_write_read_as_steps_recorded_one_by_one() {
+    use PaymentState::*;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&journal_path(&dir)).await;
+    store.import_roster(lines(0..3), false).await.unwrap();
+    store.register_terminal(terminal()).await.unwrap();
+
+    // One by one, and through `sent` in one write: the same rows, the same effects.
+    pay(&store, "P-1", 0).await;
+    store.record_payment_created(new_payment("P-2", &line(1))).await.unwrap();
+    let sent = TerminalSaid::note("answered before its ACK");
+    let out = store
+        .transition_through(&reference("P-2"), vec![(Sent, sent)], Approved, approved(MEDICAL_FEN, 2))
+        .await
+        .unwrap();
+    assert_eq!(out.from, Created);
+    assert_eq!(out.effect, Effect::Bound { entry_id: "P-2".to_owned() });
+    // The payment the write answers with is the row as a read finds it.
+    let read = store.payment(&reference("P-2")).await.unwrap().unwrap();
+    assert_eq!(out.payment, read);
+    assert_eq!(read.state, Approved);
+    assert_eq!(read.pos.trace.as_ref().map(|t| t.as_str()), Some("000002"));
+
+    let one_by_one = store.payment_history(&reference("P-1")).await.unwrap();
+    let through = store.payment_history(&reference("P-2")).await.unwrap();
+    let steps = |h: &[zhengjiao::journal::TransitionRecord]| h.iter().map(|r| (r.from, r.to)).collect::<Vec<_>>();
+    assert_eq!(steps(&through), steps(&one_by_one));
+    assert_eq!(steps(&through), vec![(None, Created), (Some(Created), Sent), (Some(Sent), Approved)]);
+    assert_eq!(through[1].said.note.as_deref(), Some("answered before its ACK"));
+    assert_eq!(through[2].said.code.map(|c| c.as_str().to_owned()).as_deref(), Some("00"));
+    assert!(through.windows(2).all(|w| w[0].seq < w[1].seq), "in order: {through:?}");
+
+    // The detail read gives the same payment, line, reversals and history as the separate reads.
+    let detail = store.payment_detail(&reference("P-2")).await.unwrap().unwrap();
+    assert_eq!(detail.payment, read);
+    assert_eq!(detail.history, through);
+    assert!(detail.reversals.is_empty());
+    assert_eq!(detail.line.and_then(|l| l.paid_by), Some(reference("P-2")));
+    assert!(store.payment_detail(&reference("P-404")).await.unwrap().is_none());
+
+    // A step with effects cannot be passed through, and a refused write leaves nothing behind.
+    store.record_payment_created(new_payment("P-3", &line(2))).await.unwrap();
+    let err = store
+        .transition_through(
+            &reference("P-3"),
+            vec![(Sent, TerminalSaid::default()), (Approved, approved(MEDICAL_FEN, 3))],
+            Voided,
+            TerminalSaid::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err, TransitionError::NotAllowed { id: "P-3".to_owned(), from: Sent, to: Approved });
+    let err = store
+        .transition_through(&reference("P-3"), vec![(Unknown, TerminalSaid::default())], Sent, TerminalSaid::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err, TransitionError::NotAllowed { id: "P-3".to_owned(), from: Unknown, to: Sent });
+    assert_eq!(store.payment_history(&reference("P-3")).await.unwrap().len(), 1);
+    assert_eq!(store.payment(&reference("P-3")).await.unwrap().unwrap().state, Created);
+    assert_eq!(store.pending_outbox(10).await.unwrap().len(), 2, "P-1 and P-2 only");
+}

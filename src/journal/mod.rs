@@ -69,7 +69,7 @@ pub use payment::{
 };
 pub use reversal::{NewReversal, Reversal, ReversalKind, ReversalOutcome};
 pub use settlement::{BatchTotals, SettlementRecord};
-pub use sqlite::{JournalOptions, JournalSettings, SqliteStore};
+pub use sqlite::{JournalOptions, JournalSettings, PendingWrite, SqliteStore};
 pub use writer::{StoreMetrics, BATCH_SIZE_BOUNDS};
 
 /// The key of a contribution line: 征集流水号, 险种 and 年度 (roster-format.md: a serial is unique
@@ -122,6 +122,19 @@ impl RosterLine {
     pub fn key(&self) -> LineKey {
         LineKey { serial: self.serial.clone(), insurance: self.insurance, year: self.year }
     }
+}
+
+/// A payment and what belongs to it, as [`Store::payment_detail`] reads them together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentDetail {
+    /// The payment.
+    pub payment: Payment,
+    /// Its line (`None` only if the line were gone, which the schema's foreign key prevents).
+    pub line: Option<StoredLine>,
+    /// Its voids and refunds, oldest first.
+    pub reversals: Vec<Reversal>,
+    /// Its history, oldest first.
+    pub history: Vec<TransitionRecord>,
 }
 
 /// A roster line as the journal holds it.
@@ -319,6 +332,18 @@ pub trait Store: Send + Sync {
         said: TerminalSaid,
     ) -> impl Future<Output = Result<TransitionOutcome, TransitionError>> + Send;
 
+    /// Moves a payment through the steps `via` and then to `to` in one write: the same history rows,
+    /// POS data and effects as [`transition`](Self::transition) called for each in turn, all committed
+    /// together or not at all. A step of `via` may not have effects (`approved`, `voided`, `refunded`,
+    /// `forwarded`): those come last. The outcome's `from` is the state before the first step.
+    fn transition_through(
+        &self,
+        payment_id: &EcrReference,
+        via: Vec<(PaymentState, TerminalSaid)>,
+        to: PaymentState,
+        said: TerminalSaid,
+    ) -> impl Future<Output = Result<TransitionOutcome, TransitionError>> + Send;
+
     /// Records that the ledger holds an outbox entry under `tax_voucher_no` (answer `created` or
     /// `exists`); a payment entry's payment moves `approved -> forwarded` in the same transaction.
     /// Recording the same voucher again is a no-op.
@@ -388,6 +413,14 @@ pub trait Store: Send + Sync {
 
     /// The payment with this ECR reference.
     fn payment(&self, id: &EcrReference) -> impl Future<Output = Result<Option<Payment>, ReadError>> + Send;
+
+    /// A payment with its line, its reversals and its history, read in one snapshot of the journal
+    /// (one read where [`payment`](Self::payment), [`roster_line`](Self::roster_line),
+    /// [`reversals_of`](Self::reversals_of) and [`payment_history`](Self::payment_history) make four).
+    fn payment_detail(
+        &self,
+        id: &EcrReference,
+    ) -> impl Future<Output = Result<Option<PaymentDetail>, ReadError>> + Send;
 
     /// A payment's history, oldest first.
     fn payment_history(

@@ -204,6 +204,25 @@ pub struct TerminalSaid {
 }
 
 impl TerminalSaid {
+    /// Takes each piece of POS data `newer` has, keeping this one's where `newer` has none (the note
+    /// stays this one's: it is not POS data).
+    pub(crate) fn keep_latest(&mut self, newer: &TerminalSaid) {
+        fn take<T: Clone>(field: &mut Option<T>, newer: &Option<T>) {
+            if newer.is_some() {
+                field.clone_from(newer);
+            }
+        }
+        take(&mut self.code, &newer.code);
+        take(&mut self.text, &newer.text);
+        take(&mut self.trace, &newer.trace);
+        take(&mut self.batch, &newer.batch);
+        take(&mut self.rrn, &newer.rrn);
+        take(&mut self.auth, &newer.auth);
+        take(&mut self.card, &newer.card);
+        take(&mut self.amount, &newer.amount);
+        take(&mut self.date, &newer.date);
+    }
+
     /// Nothing from the terminal, only our note.
     pub fn note(note: impl Into<String>) -> TerminalSaid {
         TerminalSaid { note: Some(note.into()), ..TerminalSaid::default() }

@@ -287,6 +287,23 @@ where
     }
 }
 
+/// A write in the writer's queue; [`outcome`](Self::outcome) waits for its answer, given after its batch
+/// committed. Dropping it does not take the write back.
+pub struct PendingWrite<T, E> {
+    answer: Result<oneshot::Receiver<Result<T, E>>, E>,
+    shared: Arc<Shared>,
+}
+
+impl<T, E: From<StorageError>> PendingWrite<T, E> {
+    /// The write's answer.
+    pub async fn outcome(self) -> Result<T, E> {
+        match self.answer {
+            Ok(answer) => answer.await.unwrap_or_else(|_| Err(E::from(self.shared.gone()))),
+            Err(e) => Err(e),
+        }
+    }
+}
+
 enum Msg {
     Job(Box<dyn Job>),
     Close(oneshot::Sender<()>),
@@ -324,16 +341,28 @@ impl Writer {
         E: From<StorageError> + Send + 'static,
         F: FnOnce(&Ctx<'_>) -> Result<T, Refusal<E>> + Send + 'static,
     {
-        self.shared.check()?;
+        self.enqueue(work).await.outcome().await
+    }
+
+    /// Queues a write, waiting only for room in the queue, and returns its answer to come. Writes are
+    /// applied in the order they were queued: a write queued after this one returned is applied after
+    /// it, in the same batch or a later one.
+    pub(crate) async fn enqueue<T, E, F>(&self, work: F) -> PendingWrite<T, E>
+    where
+        T: Send + 'static,
+        E: From<StorageError> + Send + 'static,
+        F: FnOnce(&Ctx<'_>) -> Result<T, Refusal<E>> + Send + 'static,
+    {
+        if let Err(e) = self.shared.check() {
+            return PendingWrite { answer: Err(E::from(e)), shared: Arc::clone(&self.shared) };
+        }
         let (reply, answer) = oneshot::channel();
         let job = Typed { work: Some(work), result: None, reply, path: self.shared.path.clone() };
-        if self.queue.send(Msg::Job(Box::new(job))).await.is_err() {
-            return Err(E::from(self.shared.gone()));
-        }
-        match answer.await {
-            Ok(result) => result,
+        let answer = match self.queue.send(Msg::Job(Box::new(job))).await {
+            Ok(()) => Ok(answer),
             Err(_) => Err(E::from(self.shared.gone())),
-        }
+        };
+        PendingWrite { answer, shared: Arc::clone(&self.shared) }
     }
 
     /// Stops the writer after the writes already queued, and waits until its connection is closed.
@@ -393,7 +422,7 @@ fn run(conn: Connection, mut rx: mpsc::Receiver<Msg>, shared: &Shared, config: &
 /// Runs one batch: one transaction, a savepoint per write, one commit, then the answers.
 fn run_batch(conn: &Connection, batch: &mut Vec<Box<dyn Job>>, shared: &Shared, clock: &Clock) {
     let started = Instant::now();
-    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+    if let Err(e) = run_cached(conn, "BEGIN IMMEDIATE") {
         let error = if is_io_failure(&e) { shared.fail(describe(&e)) } else { shared.storage_error(&e) };
         if is_io_failure(&e) {
             shared.counters.failed.fetch_add(1, Ordering::Relaxed);
@@ -406,13 +435,13 @@ fn run_batch(conn: &Connection, batch: &mut Vec<Box<dyn Job>>, shared: &Shared, 
     let ctx = Ctx { conn, clock, shared };
     let mut fatal = None;
     for job in batch.iter_mut() {
-        if let Err(e) = conn.execute_batch("SAVEPOINT write") {
+        if let Err(e) = run_cached(conn, "SAVEPOINT write") {
             fatal = Some(e);
             break;
         }
         let end = match job.apply(&ctx) {
-            Step::Keep => conn.execute_batch("RELEASE write"),
-            Step::Discard => conn.execute_batch("ROLLBACK TO write; RELEASE write"),
+            Step::Keep => run_cached(conn, "RELEASE write"),
+            Step::Discard => run_cached(conn, "ROLLBACK TO write").and_then(|()| run_cached(conn, "RELEASE write")),
             Step::Fatal(e) => Err(e),
         };
         if let Err(e) = end {
@@ -423,7 +452,7 @@ fn run_batch(conn: &Connection, batch: &mut Vec<Box<dyn Job>>, shared: &Shared, 
     let commit_started = Instant::now();
     let committed = match fatal {
         Some(e) => Err(e),
-        None => conn.execute_batch("COMMIT"),
+        None => run_cached(conn, "COMMIT"),
     };
     match committed {
         Ok(()) => {
@@ -443,6 +472,12 @@ fn run_batch(conn: &Connection, batch: &mut Vec<Box<dyn Job>>, shared: &Shared, 
             }
         }
     }
+}
+
+/// Runs one transaction-control statement from the connection's statement cache: `execute_batch` would
+/// parse it again for every write of every batch (a few percent of the writer's time under load).
+fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.raw_execute().map(|_| ())
 }
 
 /// SQLite's message with its extended code, e.g. `disk I/O error (extended code 778)`.

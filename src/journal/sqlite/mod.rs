@@ -22,11 +22,13 @@ use super::error::{
     CreatePaymentError, CreateReversalError, ForwardError, ImportError, OpenError, ReadError, RegisterTerminalError,
     SettlementError, StorageError, TransitionError,
 };
+pub use super::writer::PendingWrite;
 use super::writer::{is_io_failure, Refusal, Shared, StoreMetrics, Writer, WriterConfig};
 use super::{
     AnswersRecorded, BatchTotals, Collector, DaySettlement, ImportOutcome, LedgerAnswer, NewPayment, NewReversal,
-    OutboxCounts, OutboxEntry, Payment, PaymentFilter, PaymentState, QueuedEntry, Reversal, ReversalOutcome,
-    RosterLine, SettlementRecord, Store, StoredLine, Terminal, TerminalSaid, TransitionOutcome, TransitionRecord,
+    OutboxCounts, OutboxEntry, Payment, PaymentDetail, PaymentFilter, PaymentState, QueuedEntry, Reversal,
+    ReversalOutcome, RosterLine, SettlementRecord, Store, StoredLine, Terminal, TerminalSaid, TransitionOutcome,
+    TransitionRecord,
 };
 use crate::clock::Clock;
 use crate::domain::{CollectionPointCode, CollectionSerial, IdNumber, Insurance};
@@ -214,6 +216,33 @@ impl SqliteStore {
             .await
     }
 
+    /// Queues a payment's step like [`Store::transition`], waiting only for room in the writer's queue;
+    /// the answer comes from the returned write. Steps queued one after the other by one caller are
+    /// applied in that order (in one batch when they arrive together), so a caller can queue `sent` and,
+    /// before it is committed, the outcome behind it.
+    /// `via` as in [`Store::transition_through`].
+    pub async fn queue_transition(
+        &self,
+        payment_id: &EcrReference,
+        via: Vec<(PaymentState, TerminalSaid)>,
+        to: PaymentState,
+        said: TerminalSaid,
+    ) -> PendingWrite<TransitionOutcome, TransitionError> {
+        let id = *payment_id;
+        self.inner.writer.enqueue(move |ctx| payment::transition_through(ctx, &id, &via, to, &said)).await
+    }
+
+    /// Queues a reversal's step, as [`queue_transition`](Self::queue_transition) does a payment's.
+    pub async fn queue_transition_reversal(
+        &self,
+        id: &EcrReference,
+        to: PaymentState,
+        said: TerminalSaid,
+    ) -> PendingWrite<ReversalOutcome, TransitionError> {
+        let id = *id;
+        self.inner.writer.enqueue(move |ctx| reversal::transition(ctx, &id, to, &said)).await
+    }
+
     /// Runs a read on a reader connection, off the async threads.
     async fn read<T, F>(&self, f: F) -> Result<T, ReadError>
     where
@@ -232,6 +261,26 @@ impl SqliteStore {
         F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     {
         self.read_with(move |conn, _| f(conn).map_err(ReadFail::from)).await
+    }
+
+    /// A point read (one payment, one line: a few rows found by key, pages mapped in memory) run on
+    /// the calling thread when a reader connection is free, which costs less than handing it to a
+    /// blocking thread and back; otherwise as [`read`](Self::read). Never for reads that scan.
+    async fn point_read<T, F>(&self, f: F) -> Result<T, ReadError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection, &Shared) -> Result<T, ReadFail> + Send + 'static,
+    {
+        let shared = &self.inner.shared;
+        shared.check()?;
+        match Arc::clone(&self.inner.readers.permits).try_acquire_owned() {
+            Ok(permit) => {
+                let result = self.inner.run_read(f);
+                drop(permit);
+                result.map_err(ReadError::from)
+            }
+            Err(_) => self.read_with(f).await,
+        }
     }
 
     async fn read_with<T, F>(&self, f: F) -> Result<T, ReadError>
@@ -321,7 +370,7 @@ impl Store for SqliteStore {
         year: i32,
     ) -> Result<Option<StoredLine>, ReadError> {
         let serial = serial.clone();
-        self.read(move |conn, shared| roster::line_by_key(conn, shared, &serial, insurance, year)).await
+        self.point_read(move |conn, shared| roster::line_by_key(conn, shared, &serial, insurance, year)).await
     }
 
     async fn lines_by_id_number(&self, id_number: &IdNumber) -> Result<Vec<StoredLine>, ReadError> {
@@ -353,6 +402,16 @@ impl Store for SqliteStore {
     ) -> Result<TransitionOutcome, TransitionError> {
         let id = *payment_id;
         self.inner.writer.submit(move |ctx| payment::transition(ctx, &id, to, &said)).await
+    }
+
+    async fn transition_through(
+        &self,
+        payment_id: &EcrReference,
+        via: Vec<(PaymentState, TerminalSaid)>,
+        to: PaymentState,
+        said: TerminalSaid,
+    ) -> Result<TransitionOutcome, TransitionError> {
+        self.queue_transition(payment_id, via, to, said).await.outcome().await
     }
 
     async fn mark_forwarded(&self, entry_id: &str, tax_voucher_no: &str) -> Result<(), ForwardError> {
@@ -411,7 +470,24 @@ impl Store for SqliteStore {
 
     async fn payment(&self, id: &EcrReference) -> Result<Option<Payment>, ReadError> {
         let id = *id;
-        self.read(move |conn, shared| payment::payment(conn, shared, id.as_str())).await
+        self.point_read(move |conn, shared| payment::payment(conn, shared, id.as_str())).await
+    }
+
+    async fn payment_detail(&self, id: &EcrReference) -> Result<Option<PaymentDetail>, ReadError> {
+        let id = *id;
+        self.point_read(move |conn, shared| {
+            // One snapshot for the four reads; rolled back (it only read) when it goes out of scope.
+            let snapshot = conn.unchecked_transaction()?;
+            let Some(payment) = payment::payment(&snapshot, shared, id.as_str())? else {
+                return Ok(None);
+            };
+            let l = &payment.line;
+            let line = roster::line_by_key(&snapshot, shared, &l.serial, l.insurance, l.year)?;
+            let reversals = reversal::reversals_of(&snapshot, shared, id.as_str())?;
+            let history = payment::history(&snapshot, shared, payment::History::Payment, id.as_str())?;
+            Ok(Some(PaymentDetail { payment, line, reversals, history }))
+        })
+        .await
     }
 
     async fn payment_history(&self, id: &EcrReference) -> Result<Vec<TransitionRecord>, ReadError> {
@@ -457,7 +533,7 @@ impl Store for SqliteStore {
 
     async fn reversal(&self, id: &EcrReference) -> Result<Option<Reversal>, ReadError> {
         let id = *id;
-        self.read(move |conn, shared| reversal::reversal(conn, shared, id.as_str())).await
+        self.point_read(move |conn, shared| reversal::reversal(conn, shared, id.as_str())).await
     }
 
     async fn reversal_history(&self, id: &EcrReference) -> Result<Vec<TransitionRecord>, ReadError> {

@@ -260,14 +260,29 @@ pub(super) fn transition(
     to: PaymentState,
     said: &TerminalSaid,
 ) -> Result<TransitionOutcome, Refusal<TransitionError>> {
-    transition_with(ctx, id, to, said, None)
+    transition_with(ctx, id, &[], to, said, None)
 }
 
-/// Records a transition and its effects; for `voided` / `refunded`, `reversal_amount` (a reversal's
-/// amount) is the reversal entry's amount instead of the payment's.
+/// Records the steps `via` and then `to` in one write, as that many transitions one after the other
+/// would (a history row each, the POS data of each kept in turn), reading and updating the payment
+/// row once. The steps of `via` may not be ones with effects (an approval, a reversal).
+pub(super) fn transition_through(
+    ctx: &Ctx<'_>,
+    id: &EcrReference,
+    via: &[(PaymentState, TerminalSaid)],
+    to: PaymentState,
+    said: &TerminalSaid,
+) -> Result<TransitionOutcome, Refusal<TransitionError>> {
+    transition_with(ctx, id, via, to, said, None)
+}
+
+/// Records a transition (after the steps `via`, see [`transition_through`]) and its effects; for
+/// `voided` / `refunded`, `reversal_amount` (a reversal's amount) is the reversal entry's amount instead
+/// of the payment's.
 pub(super) fn transition_with(
     ctx: &Ctx<'_>,
     id: &EcrReference,
+    via: &[(PaymentState, TerminalSaid)],
     to: PaymentState,
     said: &TerminalSaid,
     reversal_amount: Option<Fen>,
@@ -282,44 +297,73 @@ pub(super) fn transition_with(
     if to == PaymentState::Forwarded {
         return refuse(TransitionError::ForwardedByLedger { id: pid.to_owned() });
     }
-    if !from.can_move_to(to) {
-        return refuse(TransitionError::NotAllowed { id: pid.to_owned(), from, to });
+    let mut at = from;
+    for &(step, _) in via {
+        let effects = matches!(
+            step,
+            PaymentState::Approved | PaymentState::Voided | PaymentState::Refunded | PaymentState::Forwarded
+        );
+        if effects || !at.can_move_to(step) {
+            return refuse(TransitionError::NotAllowed { id: pid.to_owned(), from: at, to: step });
+        }
+        at = step;
+    }
+    if !at.can_move_to(to) {
+        return refuse(TransitionError::NotAllowed { id: pid.to_owned(), from: at, to });
     }
     let now = ctx.now();
-    conn.prepare_cached("UPDATE payments SET state = ?2, updated_at = ?3 WHERE id = ?1")?.execute(params![
-        pid,
-        to.as_str(),
-        now
-    ])?;
+    let terminal = current.terminal;
+    let mut after = current;
+    after.state = to;
+    after.updated_at.clone_from(&now);
     // The payment row keeps the sale's POS data; a void's or refund's own data is in the history and
     // in the reversal entry.
-    if !matches!(to, PaymentState::Voided | PaymentState::Refunded) {
+    // What each step said, latest first, as the row keeps it.
+    let mut kept = TerminalSaid::default();
+    for (_, s) in via {
+        kept.keep_latest(s);
+    }
+    kept.keep_latest(said);
+    if matches!(to, PaymentState::Voided | PaymentState::Refunded) {
+        conn.prepare_cached("UPDATE payments SET state = ?2, updated_at = ?3 WHERE id = ?1")?.execute(params![
+            pid,
+            to.as_str(),
+            now
+        ])?;
+    } else {
         conn.prepare_cached(
-            "UPDATE payments SET response_code = coalesce(?2, response_code),
-                 response_text = coalesce(?3, response_text), trace = coalesce(?4, trace),
-                 batch_no = coalesce(?5, batch_no), rrn = coalesce(?6, rrn), auth_code = coalesce(?7, auth_code),
-                 card_masked = coalesce(?8, card_masked), approved_fen = coalesce(?9, approved_fen),
-                 txn_date = coalesce(?10, txn_date)
+            "UPDATE payments SET state = ?2, updated_at = ?3, response_code = coalesce(?4, response_code),
+                 response_text = coalesce(?5, response_text), trace = coalesce(?6, trace),
+                 batch_no = coalesce(?7, batch_no), rrn = coalesce(?8, rrn), auth_code = coalesce(?9, auth_code),
+                 card_masked = coalesce(?10, card_masked), approved_fen = coalesce(?11, approved_fen),
+                 txn_date = coalesce(?12, txn_date)
              WHERE id = ?1",
         )?
         .execute(params![
             pid,
-            said.code.as_ref().map(ResponseCode::as_str),
-            said.text,
-            said.trace.as_ref().map(Trace::as_str),
-            said.batch.as_ref().map(Batch::as_str),
-            said.rrn.as_ref().map(Rrn::as_str),
-            said.auth.as_ref().map(AuthCode::as_str),
-            said.card.as_ref().map(MaskedPan::as_str),
-            said.amount.map(Fen::as_fen),
-            said.date.as_ref().map(Date::as_str),
+            to.as_str(),
+            now,
+            kept.code.as_ref().map(ResponseCode::as_str),
+            kept.text,
+            kept.trace.as_ref().map(Trace::as_str),
+            kept.batch.as_ref().map(Batch::as_str),
+            kept.rrn.as_ref().map(Rrn::as_str),
+            kept.auth.as_ref().map(AuthCode::as_str),
+            kept.card.as_ref().map(MaskedPan::as_str),
+            kept.amount.map(Fen::as_fen),
+            kept.date.as_ref().map(Date::as_str),
         ])?;
+        // The same coalescing on the row read at the start: what a read of the row would now return.
+        after.pos.keep_latest(&kept);
     }
-    insert_transition(conn, History::Payment, pid, &now, Some(from), to, said)?;
-    note_batch(conn, &current.terminal, said.batch.as_ref(), &now)?;
-    let Some(after) = payment(conn, ctx.shared, pid).map_err(ReadFail::into_refusal)? else {
-        return refuse(TransitionError::UnknownPayment { id: pid.to_owned() });
-    };
+    let mut at = from;
+    for (step, s) in via {
+        insert_transition(conn, History::Payment, pid, &now, Some(at), *step, s)?;
+        note_batch(conn, &terminal, s.batch.as_ref(), &now)?;
+        at = *step;
+    }
+    insert_transition(conn, History::Payment, pid, &now, Some(at), to, said)?;
+    note_batch(conn, &terminal, said.batch.as_ref(), &now)?;
     let effect = match to {
         PaymentState::Approved => approve(ctx, &after, said)?,
         PaymentState::Voided | PaymentState::Refunded => reverse(ctx, &after, said, reversal_amount)?,

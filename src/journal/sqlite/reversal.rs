@@ -170,7 +170,14 @@ pub(super) fn transition(
         };
         let payment_said = TerminalSaid { note: Some(note), ..after.pos.clone() };
         let amount = after.pos.amount.unwrap_or(after.amount);
-        Some(payment::transition_with(ctx, &after.payment, after.kind.payment_state(), &payment_said, Some(amount))?)
+        Some(payment::transition_with(
+            ctx,
+            &after.payment,
+            &[],
+            after.kind.payment_state(),
+            &payment_said,
+            Some(amount),
+        )?)
     } else {
         None
     };
