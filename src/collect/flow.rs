@@ -11,7 +11,7 @@ use zhengjiao_protocol::{Amount, EcrReference, MaskedIdNumber, Memo, PayerName, 
 
 use super::error::{Rule, ServiceError};
 use super::view::PaymentView;
-use super::{link_state_name, Collection, Operator, TerminalEntry, MAX_WAIT};
+use super::{link_state_name, Collection, Operator, StepWatch, TerminalEntry, MAX_WAIT};
 use crate::domain::{CollectionSerial, Fen, IdNumber, Insurance};
 use crate::journal::{
     CreatePaymentError, Effect, NewPayment, Payment, PaymentState, ReversalKind, Store, StoredLine, TerminalSaid,
@@ -28,6 +28,10 @@ pub(super) const GATE_WAIT: Duration = Duration::from_secs(30);
 /// link down) is dropped unsent: the collector has given up on it, and it must not reach the terminal
 /// later. The payment then goes `unknown`, and QUERY proves it was not charged.
 pub(super) const MONEY_START_WITHIN: Duration = Duration::from_secs(20);
+
+/// How long after the terminal's ACK `sent` is recorded on its own; an answer within it is recorded
+/// together with `sent` (see [`Collection::exchange`]).
+const SENT_GRACE: Duration = Duration::from_millis(100);
 
 /// Which line a collection is for.
 #[derive(Debug, Clone)]
@@ -135,8 +139,10 @@ impl Collection {
         let this = self.clone();
         let staff = who.clone();
         tokio::spawn(async move { this.create_and_send(entry, line, amount, staff, tx).await });
-        let id = rx.await.map_err(|_| ServiceError::Journal("the collection task ended early".to_owned()))??;
-        self.wait_payment(&id, req.wait.unwrap_or(self.inner.settings.default_wait)).await
+        let (id, steps) =
+            rx.await.map_err(|_| ServiceError::Journal("the collection task ended early".to_owned()))??;
+        let wait = req.wait.unwrap_or(self.inner.settings.default_wait);
+        self.follow_payment(&id, steps, Some(PaymentState::Created), wait).await
     }
 
     /// The terminal id (终端号) of a terminal that is ready for money requests: signed in, its sign-in
@@ -186,15 +192,15 @@ impl Collection {
         })
     }
 
-    /// Records the payment `created` and sends its SALE; the id (or the refusal) goes to `reply` as soon
-    /// as the payment is recorded.
+    /// Records the payment `created` and sends its SALE; the id, with a watch on its steps taken before
+    /// any of them (or the refusal), goes to `reply` as soon as the payment is recorded.
     async fn create_and_send(
         self,
         entry: Arc<TerminalEntry>,
         line: StoredLine,
         amount: Fen,
         who: Operator,
-        reply: oneshot::Sender<Result<EcrReference, ServiceError>>,
+        reply: oneshot::Sender<Result<(EcrReference, StepWatch), ServiceError>>,
     ) {
         let gate = match self.enter_batch(&entry).await {
             Ok(g) => g,
@@ -242,12 +248,13 @@ impl Collection {
                 return;
             }
         };
-        self.notify_step(&payment.id);
+        let steps = self.watch_steps(&payment.id);
+        self.notify_step(&payment.id, Some(PaymentState::Created));
         tracing::info!(
             payment = %payment.id.as_str(), terminal = %entry.name, line = %payment.line, amount = %payment.amount,
             "payment created"
         );
-        let _ = reply.send(Ok(payment.id));
+        let _ = reply.send(Ok((payment.id, steps)));
         let memo = sale_memo(&payment, &line);
         let body = RequestBody::Sale { amount: amount_of(payment.amount) };
         self.run_sale(entry, payment, who.operator_id(), body, memo, gate).await;
@@ -366,41 +373,10 @@ impl Collection {
                 format!("line {} is already paid by {}", l.key(), by.as_str()),
             ));
         }
-        // The same person, insurance and year on another line (a roster may list a person twice).
-        for other in self.inner.store.lines_by_id_number(&l.id_number).await? {
-            let o = &other.line;
-            if o.insurance != l.insurance || o.year != l.year || o.serial == l.serial {
-                continue;
-            }
-            if let Some(by) = &other.paid_by {
-                return Err(ServiceError::policy(
-                    Rule::AlreadyPaid,
-                    format!(
-                        "{} is already paid for {} {} on line {} (payment {})",
-                        l.id_number.masked(),
-                        l.year,
-                        l.insurance.code(),
-                        o.serial,
-                        by.as_str()
-                    ),
-                ));
-            }
-            let filter =
-                crate::journal::PaymentFilter { line: Some(o.key()), ..crate::journal::PaymentFilter::all(100) };
-            if let Some(p) = self.inner.store.payments(filter).await?.into_iter().find(|p| p.state.is_under_way()) {
-                return Err(ServiceError::policy(
-                    Rule::AlreadyPaid,
-                    format!(
-                        "payment {} for {} {} of this person (line {}) is {}",
-                        p.id.as_str(),
-                        l.year,
-                        l.insurance.code(),
-                        o.serial,
-                        p.state
-                    ),
-                ));
-            }
-        }
+        // The same person, insurance and year on another line (a roster may list a person twice) is
+        // checked by the journal itself when it records `created`, in the same transaction: a check
+        // here could not see a payment another desk creates a moment later. Its refusal is the same
+        // rule (`refusal_of`).
         Ok(amount)
     }
 
@@ -432,18 +408,18 @@ impl Collection {
     ) {
         let id = payment.id;
         match self.exchange(&entry, operator, body, memo, &id, false).await {
-            Ok(response) => {
+            Ok(Answered { response, sent }) => {
                 let said = TerminalSaid::from_response(&response);
                 let verdict =
                     if response.code.is_approved() { Verdict::Approved(said) } else { Verdict::Declined(said) };
-                if !self.record_payment_verdict(&entry, &id, verdict).await {
+                if !self.record_payment_verdict(&entry, &id, verdict, sent).await {
                     self.fall_back_to_unknown(&entry, &id, false, "the answer could not be recorded").await;
                 }
             }
             Err(note) => self.fall_back_to_unknown(&entry, &id, false, &note).await,
         }
+        // Every step above told the payment's waiters what it recorded.
         drop(gate);
-        self.notify_step(&id);
     }
 
     /// Records `unknown` for a payment or reversal whose outcome was not recorded, and wakes the
@@ -462,6 +438,11 @@ impl Collection {
 
     /// Runs one money exchange: records `sent` when the terminal ACKs the request, and returns the
     /// response, or why there is none (the outcome is then unknown).
+    ///
+    /// `sent` is recorded [`SENT_GRACE`] after the ACK, or with the outcome when the answer comes
+    /// sooner: with no card to wait for, the answer follows the ACK within milliseconds, and one journal
+    /// write then records both steps. Nothing waits on `sent` being durable: a payment found `created`
+    /// or `sent` after a crash is asked about (QUERY) alike, and the history shows the steps either way.
     pub(super) async fn exchange(
         &self,
         entry: &TerminalEntry,
@@ -470,80 +451,128 @@ impl Collection {
         memo: Memo,
         reference: &EcrReference,
         reversal: bool,
-    ) -> Result<Response, String> {
+    ) -> Result<Answered, String> {
         let start_by = Some(tokio::time::Instant::now() + MONEY_START_WITHIN);
         let exchange =
             entry.link.submit(Outgoing { operator, body, memo, start_by }).map_err(|e| format!("not sent: {e}"))?;
         let mut acked = exchange.acked;
         let mut done = exchange.done;
         let mut acked_seen = false;
-        let mut sent_recorded = false;
+        // Set on the ACK until `sent` is queued: when to queue it.
+        let mut sent_due: Option<tokio::time::Instant> = None;
+        let mut sent: Option<QueuedStep> = None;
+        let mut sent_queued = false;
         let result = loop {
             tokio::select! {
                 biased;
                 r = &mut acked, if !acked_seen => {
                     acked_seen = true;
                     if r.is_ok() {
-                        sent_recorded =
-                            self.step(reference, reversal, PaymentState::Sent, TerminalSaid::default()).await;
+                        sent_due = Some(tokio::time::Instant::now() + SENT_GRACE);
+                    }
+                }
+                () = sleep_until_some(sent_due), if sent_due.is_some() => {
+                    // The card is awaited: `sent` is recorded and shown meanwhile.
+                    sent_due = None;
+                    sent = Some(self.queue_step(reference, reversal, PaymentState::Sent, TerminalSaid::default()).await);
+                    sent_queued = true;
+                }
+                recorded = QueuedStep::answer(&mut sent), if sent.is_some() => {
+                    if let Some(step) = sent.take() {
+                        self.tell_step(&step, recorded);
                     }
                 }
                 r = &mut done => break r,
             }
         };
-        match result {
-            Ok(ExchangeResult::Answered(response)) => {
-                if let Some(echoed) = &response.memo.reference {
-                    if echoed != reference {
-                        return Err(format!(
-                            "the answer names reference {} instead of {}",
-                            echoed.as_str(),
-                            reference.as_str()
-                        ));
-                    }
+        let reason = match result {
+            Ok(ExchangeResult::Answered(response)) => match &response.memo.reference {
+                Some(echoed) if echoed != reference => {
+                    format!("the answer names reference {} instead of {}", echoed.as_str(), reference.as_str())
                 }
-                if !sent_recorded {
-                    // An answer proves the request arrived; `sent` comes before the outcome.
-                    self.step(reference, reversal, PaymentState::Sent, TerminalSaid::note("answered before its ACK"))
-                        .await;
+                _ => {
+                    let sent = match (sent, sent_queued, sent_due) {
+                        (Some(step), _, _) => SentStep::Queued(step),
+                        (None, true, _) => SentStep::Done,
+                        (None, false, Some(_)) => SentStep::WithOutcome(TerminalSaid::default()),
+                        // An answer proves the request arrived; `sent` comes before the outcome.
+                        (None, false, None) => SentStep::WithOutcome(TerminalSaid::note("answered before its ACK")),
+                    };
+                    return Ok(Answered { response: *response, sent });
                 }
-                Ok(*response)
-            }
-            Ok(ExchangeResult::OutcomeUnknown(reason)) => Err(format!("outcome unknown: {reason}")),
-            Ok(ExchangeResult::Failed(reason)) => Err(format!("exchange failed: {reason}")),
-            Ok(ExchangeResult::NotSent(why)) => Err(format!("not sent: {why}")),
-            Err(_) => Err("the terminal link stopped".to_owned()),
+            },
+            Ok(ExchangeResult::OutcomeUnknown(reason)) => format!("outcome unknown: {reason}"),
+            Ok(ExchangeResult::Failed(reason)) => format!("exchange failed: {reason}"),
+            Ok(ExchangeResult::NotSent(why)) => format!("not sent: {why}"),
+            Err(_) => "the terminal link stopped".to_owned(),
+        };
+        // An ACKed request was sent; `unknown` comes after `sent`, and waiters hear of them in that order.
+        if sent_due.is_some() {
+            sent = Some(self.queue_step(reference, reversal, PaymentState::Sent, TerminalSaid::default()).await);
         }
+        if let Some(step) = sent {
+            self.finish_step(step).await;
+        }
+        Err(reason)
     }
 
-    /// Records one step of a payment (or a reversal), logging a refusal; true when recorded.
-    pub(super) async fn step(&self, id: &EcrReference, reversal: bool, to: PaymentState, said: TerminalSaid) -> bool {
+    /// Queues one step of a payment (or a reversal) in the journal: its answer comes from
+    /// [`finish_step`](Self::finish_step). Steps queued one after another are applied in that order.
+    pub(super) async fn queue_step(
+        &self,
+        id: &EcrReference,
+        reversal: bool,
+        to: PaymentState,
+        said: TerminalSaid,
+    ) -> QueuedStep {
         let store = &self.inner.store;
-        let result = if reversal {
-            store.transition_reversal(id, to, said).await.map(|_| ())
+        let write: StepWrite = if reversal {
+            let pending = store.queue_transition_reversal(id, to, said).await;
+            Box::pin(async move { pending.outcome().await.map(|_| ()).map_err(|e| e.to_string()) })
         } else {
-            store.transition(id, to, said).await.map(|_| ())
+            let pending = store.queue_transition(id, Vec::new(), to, said).await;
+            Box::pin(async move { pending.outcome().await.map(|_| ()).map_err(|e| e.to_string()) })
         };
-        self.notify_step(id);
-        if to == PaymentState::Approved {
+        QueuedStep { id: *id, to, write }
+    }
+
+    /// Waits for a queued step's answer and tells its waiters; true when recorded.
+    pub(super) async fn finish_step(&self, mut step: QueuedStep) -> bool {
+        let recorded = (&mut step.write).await;
+        self.tell_step(&step, recorded)
+    }
+
+    /// Tells the waiters of a step's reference what it recorded (and the forwarder of an approval),
+    /// logging a refusal; true when recorded.
+    fn tell_step(&self, step: &QueuedStep, recorded: Result<(), String>) -> bool {
+        self.notify_step(&step.id, recorded.is_ok().then_some(step.to));
+        if step.to == PaymentState::Approved {
             self.inner.outbox.notify_one();
         }
-        match result {
+        match recorded {
             Ok(()) => true,
             Err(e) => {
-                tracing::error!(reference = %id.as_str(), to = %to, error = %e, "cannot record the step");
+                tracing::error!(reference = %step.id.as_str(), to = %step.to, error = %e, "cannot record the step");
                 false
             }
         }
     }
 
-    /// Records a terminal's verdict on a payment. An approval that cannot be bound (another amount, the
-    /// person paid meanwhile) wakes the recovery task, which reverses it. True when recorded.
+    /// Records one step of a payment (or a reversal), logging a refusal; true when recorded.
+    pub(super) async fn step(&self, id: &EcrReference, reversal: bool, to: PaymentState, said: TerminalSaid) -> bool {
+        let queued = self.queue_step(id, reversal, to, said).await;
+        self.finish_step(queued).await
+    }
+
+    /// Records a terminal's verdict on a payment, behind its `sent` step when that is still queued. An
+    /// approval that cannot be bound (another amount, the person paid meanwhile) wakes the recovery
+    /// task, which reverses it. True when recorded.
     pub(super) async fn record_payment_verdict(
         &self,
         entry: &Arc<TerminalEntry>,
         id: &EcrReference,
         verdict: Verdict,
+        sent: SentStep,
     ) -> bool {
         let store = &self.inner.store;
         let (to, said, reversed) = match verdict {
@@ -553,8 +582,17 @@ impl Collection {
             Verdict::ApprovedThenReversed(s, kind) => (PaymentState::Approved, s, Some(kind)),
         };
         let said_again = said.clone();
-        let outcome = store.transition(id, to, said).await;
-        self.notify_step(id);
+        let (via, queued) = match sent {
+            SentStep::WithOutcome(s) => (vec![(PaymentState::Sent, s)], None),
+            SentStep::Queued(step) => (Vec::new(), Some(step)),
+            SentStep::Done => (Vec::new(), None),
+        };
+        let pending = store.queue_transition(id, via, to, said).await;
+        if let Some(step) = queued {
+            self.finish_step(step).await;
+        }
+        let outcome = pending.outcome().await;
+        self.notify_step(id, outcome.is_ok().then_some(to));
         if to == PaymentState::Approved {
             self.inner.outbox.notify_one();
         }
@@ -590,16 +628,33 @@ impl Collection {
 
     /// Waits up to `wait` for the payment's outcome; returns it as it stands.
     pub async fn wait_payment(&self, id: &EcrReference, wait: Duration) -> Result<PaymentView, ServiceError> {
+        let steps = self.watch_steps(id);
+        self.follow_payment(id, steps, None, wait).await
+    }
+
+    /// Follows a payment's steps until its outcome is known or `wait` runs out, then returns it as it
+    /// stands. `known` is its state when the caller knows it (else it is read); each step then tells
+    /// the state it recorded, so the journal is read again only when a step did not say.
+    async fn follow_payment(
+        &self,
+        id: &EcrReference,
+        mut steps: StepWatch,
+        known: Option<PaymentState>,
+        wait: Duration,
+    ) -> Result<PaymentView, ServiceError> {
         let deadline = tokio::time::Instant::now() + wait.min(MAX_WAIT);
-        let mut changed = self.watch_steps(id);
+        let mut known = known;
         loop {
-            let payment = self.inner.store.payment(id).await?;
-            let open = payment.as_ref().is_some_and(|p| p.state.is_under_way());
-            if !open || tokio::time::Instant::now() >= deadline {
+            let state = match known.take() {
+                Some(state) => Some(state),
+                None => self.inner.store.payment(id).await?.map(|p| p.state),
+            };
+            if !state.is_some_and(PaymentState::is_under_way) || tokio::time::Instant::now() >= deadline {
                 break;
             }
-            if tokio::time::timeout_at(deadline, changed.changed()).await.is_err() {
-                break;
+            match tokio::time::timeout_at(deadline, steps.changed()).await {
+                Ok(recorded) => known = recorded,
+                Err(_) => break,
             }
         }
         self.view(id, true).await
@@ -613,20 +668,70 @@ impl Collection {
         wait: Duration,
     ) -> Result<PaymentView, ServiceError> {
         let deadline = tokio::time::Instant::now() + wait.min(MAX_WAIT);
-        let mut changed = self.watch_steps(reversal);
+        let mut steps = self.watch_steps(reversal);
+        let mut known = None;
         loop {
-            let r = self.inner.store.reversal(reversal).await?;
-            let open = r.as_ref().is_some_and(|r| r.state.is_under_way());
-            if !open || tokio::time::Instant::now() >= deadline {
+            let state = match known.take() {
+                Some(state) => Some(state),
+                None => self.inner.store.reversal(reversal).await?.map(|r| r.state),
+            };
+            if !state.is_some_and(PaymentState::is_under_way) || tokio::time::Instant::now() >= deadline {
                 break;
             }
-            if tokio::time::timeout_at(deadline, changed.changed()).await.is_err() {
-                break;
+            match tokio::time::timeout_at(deadline, steps.changed()).await {
+                Ok(recorded) => known = recorded,
+                Err(_) => break,
             }
         }
         let mut view = self.view(payment, true).await?;
         view.reversal = Some(*reversal);
         Ok(view)
+    }
+}
+
+/// A journal write of one step, its answer to come.
+type StepWrite = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>;
+
+/// A step queued in the journal ([`Collection::queue_step`]), its answer still to come.
+pub(super) struct QueuedStep {
+    id: EcrReference,
+    to: PaymentState,
+    write: StepWrite,
+}
+
+impl QueuedStep {
+    /// The answer of the step in `slot`; pending for ever when there is none (a disabled branch).
+    async fn answer(slot: &mut Option<QueuedStep>) -> Result<(), String> {
+        match slot {
+            Some(step) => (&mut step.write).await,
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// A money exchange the terminal answered.
+pub(super) struct Answered {
+    /// The answer.
+    pub(super) response: Response,
+    /// Where its `sent` step stands.
+    pub(super) sent: SentStep,
+}
+
+/// Where the `sent` step of an answered exchange stands.
+pub(super) enum SentStep {
+    /// Recorded (or refused, and logged) before the answer came.
+    Done,
+    /// Queued in the journal, its answer to come: the outcome is queued behind it.
+    Queued(QueuedStep),
+    /// Not yet queued: it is recorded with the outcome, in one write.
+    WithOutcome(TerminalSaid),
+}
+
+/// Sleeps until `at`; never returns when it is `None` (a disabled branch).
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

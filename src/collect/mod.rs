@@ -131,24 +131,41 @@ pub(crate) fn link_state_name(state: LinkState) -> &'static str {
     }
 }
 
-/// A caller's wait for the steps of one payment or reversal; leaves the map when the last one ends.
-pub(crate) struct StepWatch<'a> {
-    collection: &'a Collection,
-    id: EcrReference,
-    rx: watch::Receiver<u64>,
+/// What a waiter learns from a step: that one happened, and the state it recorded when the notifier
+/// knows it (`None`: something changed, read the journal).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Seen {
+    seq: u64,
+    state: Option<PaymentState>,
 }
 
-impl StepWatch<'_> {
-    /// Returns after the next step of the reference (at once when one happened since the last call).
-    pub(crate) async fn changed(&mut self) {
+impl Seen {
+    fn next(&mut self, state: Option<PaymentState>) {
+        self.seq = self.seq.wrapping_add(1);
+        self.state = state;
+    }
+}
+
+/// A caller's wait for the steps of one payment or reversal; leaves the map when the last one ends.
+pub(crate) struct StepWatch {
+    collection: Collection,
+    id: EcrReference,
+    rx: watch::Receiver<Seen>,
+}
+
+impl StepWatch {
+    /// Returns after the next step of the reference (at once when one happened since the last call),
+    /// with the state that step recorded when known.
+    pub(crate) async fn changed(&mut self) -> Option<PaymentState> {
         if self.rx.changed().await.is_err() {
             // Not reached: the sender lives in the map while a receiver does.
             std::future::pending::<()>().await;
         }
+        self.rx.borrow_and_update().state
     }
 }
 
-impl Drop for StepWatch<'_> {
+impl Drop for StepWatch {
     fn drop(&mut self) {
         if let Ok(mut waiting) = self.collection.inner.waiting.lock() {
             // This receiver is still alive: it is the last when the count is 1.
@@ -196,12 +213,12 @@ pub(crate) struct Inner {
     pub(crate) settings: CollectionSettings,
     pub(crate) terminals: Vec<Arc<TerminalEntry>>,
     pub(crate) by_name: HashMap<String, usize>,
-    /// Bumped after every recorded step.
-    pub(crate) changed: watch::Sender<u64>,
-    /// Callers waiting for a payment's or reversal's outcome, by its reference: bumped after every
-    /// step of that reference (and all of them after a change that names none), so a waiter re-reads
-    /// the journal only when its own record may have moved, not after every step of every payment.
-    pub(crate) waiting: std::sync::Mutex<HashMap<EcrReference, watch::Sender<u64>>>,
+    /// Bumped after every recorded step (never with a state: it is every reference's).
+    pub(crate) changed: watch::Sender<Seen>,
+    /// Callers waiting for a payment's or reversal's outcome, by its reference: told of every step of
+    /// that reference with the state it recorded (and all of them of a change that names none), so a
+    /// waiter reads the journal only when its own record moved in a way it was not told.
+    pub(crate) waiting: std::sync::Mutex<HashMap<EcrReference, watch::Sender<Seen>>>,
     /// Signalled after every step that may have written a ledger outbox row (an approval, a reversal).
     pub(crate) outbox: Arc<Notify>,
 }
@@ -249,7 +266,7 @@ impl Collection {
                 settings,
                 terminals,
                 by_name,
-                changed: watch::Sender::new(0),
+                changed: watch::Sender::new(Seen::default()),
                 waiting: std::sync::Mutex::new(HashMap::new()),
                 outbox: Arc::new(Notify::new()),
             }),
@@ -320,32 +337,33 @@ impl Collection {
 
     /// Wakes every waiter: a change that names no payment or reversal.
     pub(crate) fn notify_changed(&self) {
-        self.inner.changed.send_modify(|n| *n = n.wrapping_add(1));
+        self.inner.changed.send_modify(|s| s.next(None));
         if let Ok(waiting) = self.inner.waiting.lock() {
             for tx in waiting.values() {
-                tx.send_modify(|n| *n = n.wrapping_add(1));
+                tx.send_modify(|s| s.next(None));
             }
         }
     }
 
-    /// Wakes the waiters of one payment or reversal after a step of it.
-    pub(crate) fn notify_step(&self, id: &EcrReference) {
-        self.inner.changed.send_modify(|n| *n = n.wrapping_add(1));
+    /// Wakes the waiters of one payment or reversal after a step of it: `recorded` is the state the
+    /// step recorded, `None` when the caller cannot say (the waiters then read the journal).
+    pub(crate) fn notify_step(&self, id: &EcrReference, recorded: Option<PaymentState>) {
+        self.inner.changed.send_modify(|s| s.next(None));
         if let Ok(waiting) = self.inner.waiting.lock() {
             if let Some(tx) = waiting.get(id) {
-                tx.send_modify(|n| *n = n.wrapping_add(1));
+                tx.send_modify(|s| s.next(recorded));
             }
         }
     }
 
     /// Follows the steps of `id` from now on: [`StepWatch::changed`] returns after the next one.
-    pub(crate) fn watch_steps(&self, id: &EcrReference) -> StepWatch<'_> {
+    pub(crate) fn watch_steps(&self, id: &EcrReference) -> StepWatch {
         let rx = match self.inner.waiting.lock() {
-            Ok(mut waiting) => waiting.entry(*id).or_insert_with(|| watch::Sender::new(0)).subscribe(),
+            Ok(mut waiting) => waiting.entry(*id).or_insert_with(|| watch::Sender::new(Seen::default())).subscribe(),
             // A poisoned map (a panic while it was held): follow every change instead.
             Err(_) => self.inner.changed.subscribe(),
         };
-        StepWatch { collection: self, id: *id, rx }
+        StepWatch { collection: self.clone(), id: *id, rx }
     }
 
     /// At start-up: whatever was under way when the daemon stopped is unknown until the terminal says.

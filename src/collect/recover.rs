@@ -8,7 +8,7 @@ use zhengjiao_protocol::memo::QueryState;
 use zhengjiao_protocol::message::MessageType;
 use zhengjiao_protocol::{EcrReference, Memo, RequestBody};
 
-use super::flow::Verdict;
+use super::flow::{SentStep, Verdict};
 use super::view::PaymentView;
 use super::{system_operator, Collection, Operator, ServiceError, TerminalEntry};
 use crate::journal::{Payment, PaymentState, ReversalKind, Store, TerminalSaid};
@@ -121,7 +121,7 @@ impl Collection {
     /// QUERY for one payment; true when its outcome is now recorded.
     async fn query_payment(&self, entry: &Arc<TerminalEntry>, payment: &Payment) -> bool {
         let Some(verdict) = self.ask(entry, &payment.id, &[MessageType::Sale]).await else { return false };
-        self.record_payment_verdict(entry, &payment.id, verdict).await
+        self.record_payment_verdict(entry, &payment.id, verdict, SentStep::Done).await
     }
 
     /// QUERY for one reversal; true when its outcome is now recorded.
@@ -131,7 +131,7 @@ impl Collection {
             ReversalKind::Refund => MessageType::Refund,
         };
         let Some(verdict) = self.ask(entry, id, &[expected]).await else { return false };
-        self.record_reversal_verdict(id, verdict).await
+        self.record_reversal_verdict(id, verdict, SentStep::Done).await
     }
 
     /// One QUERY; `None` when the answer does not settle the outcome (no answer, busy, another type).

@@ -7,7 +7,7 @@ use tokio::sync::{oneshot, OwnedRwLockReadGuard};
 use zhengjiao_protocol::message::{Batch, OperatorId, Trace};
 use zhengjiao_protocol::{EcrReference, Memo, RequestBody};
 
-use super::flow::{amount_of, Verdict, MONEY_START_WITHIN};
+use super::flow::{amount_of, Answered, SentStep, Verdict, MONEY_START_WITHIN};
 use super::view::PaymentView;
 use super::{operator_id, system_operator, Collection, Operator, ReversalRequest, ServiceError, TerminalEntry};
 use crate::domain::{Fen, StaffNumber};
@@ -221,8 +221,8 @@ impl Collection {
             }
             Err(e) => return Err(ServiceError::conflict("not_reversible", e.to_string())),
         }
-        self.notify_step(&id);
-        self.notify_step(&payment.id);
+        self.notify_step(&id, Some(PaymentState::Created));
+        self.notify_step(&payment.id, None);
         tracing::info!(payment = %pid, reversal = %text, kind = kind.as_str(), automatic, "reversal created");
         Ok(Prepared { id, body, operator, gate })
     }
@@ -231,28 +231,39 @@ impl Collection {
     pub(super) async fn run_reversal(self, entry: Arc<TerminalEntry>, prepared: Prepared) {
         let Prepared { id, body, operator, gate } = prepared;
         match self.exchange(&entry, operator, body, Memo::with_reference(id), &id, true).await {
-            Ok(response) => {
+            Ok(Answered { response, sent }) => {
                 let said = TerminalSaid::from_response(&response);
                 let verdict =
                     if response.code.is_approved() { Verdict::Approved(said) } else { Verdict::Declined(said) };
-                if !self.record_reversal_verdict(&id, verdict).await {
+                if !self.record_reversal_verdict(&id, verdict, sent).await {
                     self.fall_back_to_unknown(&entry, &id, true, "the answer could not be recorded").await;
                 }
             }
             Err(note) => self.fall_back_to_unknown(&entry, &id, true, &note).await,
         }
+        // Every step above told the reversal's waiters what it recorded.
         drop(gate);
-        self.notify_step(&id);
     }
 
-    /// Records a terminal's verdict on a reversal; true when recorded.
-    pub(super) async fn record_reversal_verdict(&self, id: &EcrReference, verdict: Verdict) -> bool {
+    /// Records a terminal's verdict on a reversal, behind its `sent` step when that is still queued;
+    /// true when recorded.
+    pub(super) async fn record_reversal_verdict(&self, id: &EcrReference, verdict: Verdict, sent: SentStep) -> bool {
         let (to, said) = match verdict {
             Verdict::Approved(s) | Verdict::ApprovedThenReversed(s, _) => (PaymentState::Approved, s),
             Verdict::Declined(s) => (PaymentState::Declined, s),
             Verdict::NotCharged(s) => (PaymentState::NotCharged, s),
         };
-        let recorded = self.step(id, true, to, said).await;
+        // A reversal's `sent` gets a write of its own (reversals are few), queued before the outcome.
+        let sent = match sent {
+            SentStep::WithOutcome(s) => Some(self.queue_step(id, true, PaymentState::Sent, s).await),
+            SentStep::Queued(step) => Some(step),
+            SentStep::Done => None,
+        };
+        let queued = self.queue_step(id, true, to, said).await;
+        if let Some(step) = sent {
+            self.finish_step(step).await;
+        }
+        let recorded = self.finish_step(queued).await;
         if recorded {
             tracing::info!(reversal = %id.as_str(), to = %to, "reversal outcome recorded");
         }

@@ -5,7 +5,9 @@ use zhengjiao_protocol::EcrReference;
 
 use super::{Collection, ServiceError};
 use crate::domain::Fen;
-use crate::journal::{Payment, PaymentState, Reversal, Store, StoredLine, TerminalSaid, TransitionRecord};
+use crate::journal::{
+    Payment, PaymentDetail, PaymentState, Reversal, Store, StoredLine, TerminalSaid, TransitionRecord,
+};
 
 /// A payment with what the API shows beside it.
 #[derive(Debug, Clone)]
@@ -220,12 +222,16 @@ pub fn payment_json(v: &PaymentView) -> Value {
 impl Collection {
     /// A payment with its line, reversals and (optionally) history.
     pub async fn view(&self, id: &EcrReference, with_history: bool) -> Result<PaymentView, ServiceError> {
-        let store = &self.inner.store;
-        let payment = store
-            .payment(id)
+        let detail = self
+            .inner
+            .store
+            .payment_detail(id)
             .await?
             .ok_or_else(|| ServiceError::not_found("payment", format!("no payment {}", id.as_str())))?;
-        self.view_of(payment, with_history).await
+        let PaymentDetail { payment, line, reversals, history } = detail;
+        let history = with_history.then_some(history);
+        let (terminal_name, merchant_id) = self.terminal_of(&payment).await?;
+        Ok(PaymentView { payment, line, reversals, history, terminal_name, merchant_id, reversal: None })
     }
 
     /// The view of a payment already read.
@@ -234,12 +240,18 @@ impl Collection {
         let line = store.roster_line(&payment.line.serial, payment.line.insurance, payment.line.year).await?;
         let reversals = store.reversals_of(&payment.id).await?;
         let history = if with_history { Some(store.payment_history(&payment.id).await?) } else { None };
+        let (terminal_name, merchant_id) = self.terminal_of(&payment).await?;
+        Ok(PaymentView { payment, line, reversals, history, terminal_name, merchant_id, reversal: None })
+    }
+
+    /// The configured name of a payment's terminal and its 商户号 (from the link, when connected).
+    async fn terminal_of(&self, payment: &Payment) -> Result<(Option<String>, Option<String>), ServiceError> {
         let entry = self.terminal_by_id(payment.terminal.as_str());
         let terminal_name = match entry {
             Some(t) => Some(t.name.clone()),
-            None => store.terminals().await?.into_iter().find(|t| t.id == payment.terminal).map(|t| t.name),
+            None => self.inner.store.terminals().await?.into_iter().find(|t| t.id == payment.terminal).map(|t| t.name),
         };
         let merchant_id = entry.and_then(|t| t.link.status().merchant_id);
-        Ok(PaymentView { payment, line, reversals, history, terminal_name, merchant_id, reversal: None })
+        Ok((terminal_name, merchant_id))
     }
 }
