@@ -875,3 +875,26 @@ async fn steps_recorded_in_one_write_read_as_steps_recorded_one_by_one() {
     assert_eq!(store.payment(&reference("P-3")).await.unwrap().unwrap().state, Created);
     assert_eq!(store.pending_outbox(10).await.unwrap().len(), 2, "P-1 and P-2 only");
 }
+
+#[tokio::test]
+async fn committed_pages_reach_the_journal_file_without_the_writer_checkpointing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = journal_path(&dir);
+    let store = open(&path).await;
+    let before = std::fs::metadata(&path).unwrap().len();
+    // A few hundred pages: far below the writer's own automatic checkpoint (16,384 pages), so only the
+    // checkpoint thread copies them from the WAL into the journal file.
+    store.import_roster(lines(0..3000), false).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let now = std::fs::metadata(&path).unwrap().len();
+        if now > before + 100 * 1024 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the journal file stayed at {now} bytes (from {before})");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // And nothing is lost on the way: the lines read back.
+    assert_eq!(store.count_roster_lines().await.unwrap(), 3000);
+    store.close().await;
+}

@@ -1,5 +1,6 @@
 //! [`SqliteStore`]: the journal on one SQLite file.
 
+mod checkpoint;
 mod codec;
 mod open;
 mod outbox;
@@ -110,6 +111,8 @@ struct Inner {
     writer: Writer,
     shared: Arc<Shared>,
     readers: Readers,
+    /// Stops the checkpoint thread (dropping the sender does too), and its thread to wait for.
+    checkpoint: Mutex<Option<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>)>>,
 }
 
 /// Reader connections: opened on demand, kept for reuse, at most `permits` in use.
@@ -179,8 +182,12 @@ impl SqliteStore {
             .map_err(|source| OpenError::Thread { path: path.clone(), source })?;
         let readers =
             Readers { idle: Mutex::new(Vec::new()), permits: Arc::new(Semaphore::new(options.readers.max(1))) };
+        let (stop, stopped) = std::sync::mpsc::channel();
+        let checkpointer = checkpoint::start(Arc::clone(&shared), stopped)
+            .map_err(|source| OpenError::Thread { path: path.clone(), source })?;
+        let checkpoint = Mutex::new(Some((stop, checkpointer)));
         tracing::info!(path = %path.display(), "journal open");
-        Ok(SqliteStore { inner: Arc::new(Inner { writer, shared, readers }) })
+        Ok(SqliteStore { inner: Arc::new(Inner { writer, shared, readers, checkpoint }) })
     }
 
     /// The journal file.
@@ -191,6 +198,12 @@ impl SqliteStore {
     /// Finishes the writes already queued and closes the writer connection (every clone of this store
     /// answers [`StorageError::Closed`] afterwards).
     pub async fn close(&self) {
+        // The checkpoint thread first: the writer's connection, closed last, checkpoints what is left.
+        let checkpointer = self.inner.checkpoint.lock().ok().and_then(|mut c| c.take());
+        if let Some((stop, thread)) = checkpointer {
+            let _ = stop.send(());
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
         self.inner.writer.close().await;
         if let Ok(mut idle) = self.inner.readers.idle.lock() {
             idle.clear();

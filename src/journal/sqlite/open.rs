@@ -125,6 +125,9 @@ pub(crate) fn open_writer(path: &Path, setup: &WriterSetup) -> Result<Connection
     // payments, the outbox): SQLite's default 2 MiB reads them back from the file under load.
     conn.execute_batch(&format!("PRAGMA cache_size = -{WRITER_CACHE_KIB}; PRAGMA mmap_size = 1073741824;"))
         .map_err(sql)?;
+    // Checkpoints run on a thread of their own (`checkpoint.rs`); the writer's is a backstop.
+    conn.execute_batch(&format!("PRAGMA wal_autocheckpoint = {};", super::checkpoint::WRITER_BACKSTOP_PAGES))
+        .map_err(sql)?;
     let sync: i64 = conn.query_row("PRAGMA synchronous", [], |r| r.get(0)).map_err(sql)?;
     if sync != 2 {
         return Err(OpenError::Setting { path: path.to_owned(), setting: "synchronous = FULL", got: sync.to_string() });

@@ -22,14 +22,18 @@ pub(super) fn sendable(
     after: i64,
     limit: usize,
 ) -> Result<Vec<QueuedEntry>, ReadFail> {
-    let mut stmt = conn.prepare_cached(
+    // The limit is written into the statement, not bound: SQLite plans with a bound LIMIT's value and
+    // so prepares such a statement again on every execution. The forwarder's limits are a handful of
+    // values (the batch size, halved), each a statement of the cache.
+    let mut stmt = conn.prepare_cached(&format!(
         "SELECT o.seq, o.entry_id, o.kind, o.reverses, o.payload, o.attempts, o.created_at
          FROM ledger_outbox o LEFT JOIN ledger_outbox p ON p.entry_id = o.reverses
          WHERE o.forwarded_at IS NULL AND o.dead_letter IS NULL AND o.seq > ?1
            AND (o.reverses IS NULL OR p.forwarded_at IS NOT NULL)
-         ORDER BY o.seq LIMIT ?2",
-    )?;
-    let mut rows = stmt.query(params![after, i64::try_from(limit).unwrap_or(i64::MAX)])?;
+         ORDER BY o.seq LIMIT {}",
+        i64::try_from(limit).unwrap_or(i64::MAX)
+    ))?;
+    let mut rows = stmt.query(params![after])?;
     let mut out = Vec::with_capacity(limit.min(1024));
     while let Some(r) = rows.next()? {
         let entry_id: String = r.get(1)?;
