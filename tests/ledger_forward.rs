@@ -769,3 +769,39 @@ async fn the_api_and_the_cli_show_status_dead_letters_retry_and_reconcile() {
     let (code, _, _) = cli(&api, ADMIN_TOKEN, &["reconcile", "--date", "2020-13-01"]).await;
     assert_eq!(code, 2);
 }
+
+#[tokio::test]
+async fn a_trickle_of_payments_goes_in_few_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = journal_with(&dir.path().join("j.sqlite"), 0).await;
+    let n = 30;
+    store.import_roster(lines(0..n), false).await.unwrap();
+    let ledger = ledger().await;
+    let signal = Arc::new(Notify::new());
+    let f = Forwarder::start(
+        store.clone(),
+        client(&ledger.url(), SECRET, Duration::from_secs(5)),
+        clock(),
+        Arc::clone(&signal),
+        settings(),
+    );
+    // One approval after another, each signalled, as a collection point's payments come.
+    let started = std::time::Instant::now();
+    for i in 0..n {
+        let id = reference(&pid(i));
+        store.record_payment_created(new_payment(&pid(i), &line(i))).await.unwrap();
+        store.transition(&id, PaymentState::Sent, Default::default()).await.unwrap();
+        store.transition(&id, PaymentState::Approved, approved(MEDICAL_FEN, u64::from(i) + 1)).await.unwrap();
+        signal.notify_one();
+    }
+    wait(&f, "the trickle", |s| s.forwarded == u64::from(n) && s.in_flight == 0).await;
+    let elapsed = started.elapsed();
+    exactly_once(&store, &ledger, &ids(n)).await;
+    // After a request that drained the outbox the next waits 20 ms: at most one request per 20 ms
+    // (and the first), however fast or slow the approvals came. One request per payment would break it
+    // whenever the payments came faster than one per 20 ms, as they do here.
+    let requests = ledger.counters().requests;
+    let bound = 1 + elapsed.as_millis() / 20;
+    assert!(requests as u128 <= bound, "{requests} requests in {elapsed:?} for {n} payments (at most {bound})");
+    f.shutdown().await;
+}

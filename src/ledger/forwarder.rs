@@ -377,6 +377,11 @@ impl Forwarder {
     }
 }
 
+/// After a batch smaller than the batch size (the outbox was drained), the next read waits this long:
+/// at a steady trickle of payments the forwarder then sends a request per interval with what came
+/// meanwhile, instead of one per payment. A backlog still goes in full batches back to back.
+const LINGER: Duration = Duration::from_millis(20);
+
 /// The task.
 async fn run(shared: Arc<Shared>) {
     let settings = shared.settings;
@@ -388,6 +393,8 @@ async fn run(shared: Arc<Shared>) {
     // Halved after the ledger refuses a batch's body (400, 413), doubled back after each answered
     // batch: a single bad entry is isolated (and dead-lettered) without holding back the rest.
     let mut batch_limit = settings.batch_size;
+    // Set after a partial batch: no read before it (see LINGER).
+    let mut hold_until: Option<Instant> = None;
     loop {
         if *stop.borrow_and_update() {
             break;
@@ -398,7 +405,10 @@ async fn run(shared: Arc<Shared>) {
             shared.bump();
         }
         let mut dispatched = false;
-        if backoff_until.is_none() && batches.len() < settings.in_flight {
+        if hold_until.is_some_and(|t| t <= Instant::now()) {
+            hold_until = None;
+        }
+        if backoff_until.is_none() && hold_until.is_none() && batches.len() < settings.in_flight {
             if batches.is_empty() {
                 cursor = 0;
             }
@@ -407,6 +417,9 @@ async fn run(shared: Arc<Shared>) {
                     if let Some(last) = batch.last() {
                         cursor = last.seq;
                         dispatched = true;
+                        if batch.len() < batch_limit {
+                            hold_until = Some(Instant::now() + LINGER);
+                        }
                         batches.spawn(send_batch(Arc::clone(&shared), batch));
                         shared.live().in_flight = batches.len();
                     }
@@ -422,6 +435,12 @@ async fn run(shared: Arc<Shared>) {
         }
         let backoff = async {
             match backoff_until {
+                Some(t) => tokio::time::sleep_until(t).await,
+                None => std::future::pending().await,
+            }
+        };
+        let hold = async {
+            match hold_until {
                 Some(t) => tokio::time::sleep_until(t).await,
                 None => std::future::pending().await,
             }
@@ -455,6 +474,9 @@ async fn run(shared: Arc<Shared>) {
                 shared.bump();
             }
             () = shared.outbox.notified() => {}
+            () = hold => {
+                hold_until = None;
+            }
             () = shared.kick.notified() => {}
             () = backoff => {}
             _ = stop.changed() => {}
