@@ -1,6 +1,6 @@
 //! The end-to-end load benchmark: simulated TCP terminals (no card delay) drive collections through
 //! the real daemon ([`Daemon::start`]: the journal with `synchronous=FULL`, the collection service, the
-//! terminal links, the ledger forwarder, the API) against the ledger simulator, in four phases of one
+//! terminal links, the ledger forwarder, the API) against the ledger simulator, in five phases of one
 //! run:
 //!
 //! 1. **memory**: the daemon with 5,000 configured terminals, every one connected, signed in and idle;
@@ -8,13 +8,18 @@
 //!    Measured first, while nothing else has grown the heap;
 //! 2. **journal ceiling**: the journal bench's group commit (64 submitters recording payments
 //!    `created` through the writer) on a fresh journal in the same directory;
-//! 3. **load**: 200 terminals, one collector each (one collection in flight per terminal, as at a real
-//!    till), calling [`Collection::collect`] in a loop for a warm-up and then a measured window:
-//!    confirmed payments per second (approved and bound to their line) and the latency of each call;
-//! 4. **simulator baseline**: the daemon stopped, a protocol-crate ECR per terminal connects straight to
-//!    the same simulated terminals and runs SALEs paced at the rate phase 3 reached: the simulator's
-//!    own time per exchange (the time from the request to its answer, what the daemon's link also waits
-//!    for). The latency added by the daemon is phase 3's percentile minus this one.
+//! 3. **load** (throughput): 200 terminals, one collector each (one collection in flight per terminal,
+//!    as at a real till), calling [`Collection::collect`] in a closed loop for a warm-up and then a
+//!    measured window: confirmed payments per second (approved and bound to their line) and the latency
+//!    of each call, which at saturation is mostly queueing (Little's law: collections in flight divided
+//!    by the rate);
+//! 4. **paced** (latency): a fresh daemon and journal, the same terminals, each starting a collection at
+//!    a fixed interval (open loop) so that together they offer `ZJ_LOAD_PACED_RATE` collections per
+//!    second (half the rate phase 3 reached, unless set). Latency counts from when a collection was due;
+//! 5. **simulator baseline**: the daemon stopped, a protocol-crate ECR per terminal connects straight to
+//!    the same simulated terminals and runs SALEs paced at phase 4's rate: the simulator's own time per
+//!    exchange (the time from the request to its answer, what the daemon's link also waits for). The
+//!    latency added by the daemon is phase 4's percentile minus this one.
 //!
 //! The simulators (every terminal and the ledger) run in a child process, this same executable started
 //! again with `ZJ_LOAD_CHILD` set, so this process holds only the daemon's side (and the collectors of
@@ -23,7 +28,8 @@
 //!
 //! Run: `cargo bench --bench load`. Environment: `ZJ_LOAD_TERMINALS` (200), `ZJ_LOAD_SECONDS` (10, the
 //! measured window; 3 s of warm-up before it), `ZJ_LOAD_IDLE_TERMINALS` (5000; 0 skips phase 1),
-//! `ZJ_LOAD_PER_TERMINAL` (1 collection in flight per terminal), `ZJ_LOAD_LINES` (roster lines, 250000).
+//! `ZJ_LOAD_PER_TERMINAL` (1 collection in flight per terminal in phase 3), `ZJ_LOAD_LINES` (roster
+//! lines, 250000), `ZJ_LOAD_PACED_RATE` (collections/s offered in phase 4).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -55,6 +61,8 @@ use zhengjiao_simulator::terminal::{TerminalSim, TerminalSimConfig};
 const KEY_ID: &str = "load-bench";
 const SECRET: &str = "load-bench-secret";
 const CLOCK: &str = "2020-10-21T09:00:00+08:00";
+/// The paced run's business day: its references (time-stamped) never meet the first run's at the ledger.
+const PACED_CLOCK: &str = "2020-10-22T09:00:00+08:00";
 /// Terminals per simulator instance in the child (the simulator takes at most 1024).
 const SIM_CHUNK: usize = 1000;
 const WARM_UP: Duration = Duration::from_secs(3);
@@ -175,11 +183,11 @@ impl Sims {
 // ---------------------------------------------------------------------------------------------------
 // The daemon.
 
-fn write_config(dir: &Path, sims: &Sims, terminals: usize) -> Config {
+fn write_config(dir: &Path, sims: &Sims, terminals: usize, clock: &str) -> Config {
     use std::fmt::Write as _;
     let policy = Path::new(env!("CARGO_MANIFEST_DIR")).join("policy/2020-weidong.toml");
     let mut text = format!(
-        "data_dir = '{}'\npolicy = '{}'\nclock = \"{CLOCK}\"\n\n[api]\nlisten = \"127.0.0.1:0\"\n\n\
+        "data_dir = '{}'\npolicy = '{}'\nclock = \"{clock}\"\n\n[api]\nlisten = \"127.0.0.1:0\"\n\n\
          [ledger]\nendpoint = \"{}\"\nkey_id = \"{KEY_ID}\"\nsecret = \"{SECRET}\"\n",
         dir.join("data").display(),
         policy.display(),
@@ -230,7 +238,7 @@ struct Memory {
 async fn memory_phase(terminals: usize) -> Memory {
     let sims = Sims::start(terminals);
     let dir = tempfile::Builder::new().prefix("load-bench-mem").tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let config = write_config(dir.path(), &sims, terminals);
+    let config = write_config(dir.path(), &sims, terminals, CLOCK);
     let before_kib = rss_kib();
     let daemon = Daemon::start(&config).await.unwrap();
     let connect_time = all_ready(&daemon.collection, Duration::from_secs(300)).await;
@@ -317,9 +325,29 @@ fn operator() -> Operator {
     }
 }
 
-async fn load_phase(sims: &Sims, terminals: usize, per_terminal: usize, window: Duration, roster: u32) -> Load {
+/// How the collectors of a load run start their collections.
+#[derive(Clone, Copy)]
+enum Pace {
+    /// Closed loop: the next collection as soon as the last one returned (the most the daemon does).
+    Closed,
+    /// Open loop: each terminal starts one every `terminals / rate` seconds (its first at an offset,
+    /// so the terminals are spread over one interval). A collection due while the last is still running
+    /// starts when it returns, and its latency counts from when it was due: time spent queued behind a
+    /// slow one is latency, not left out.
+    Rate(f64),
+}
+
+async fn load_phase(
+    sims: &Sims,
+    terminals: usize,
+    per_terminal: usize,
+    window: Duration,
+    roster: u32,
+    pace: Pace,
+) -> Load {
     let dir = tempfile::Builder::new().prefix("load-bench-run").tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let config = write_config(dir.path(), sims, terminals);
+    let clock = if matches!(pace, Pace::Closed) { CLOCK } else { PACED_CLOCK };
+    let config = write_config(dir.path(), sims, terminals, clock);
     // The roster goes in before the daemon starts, through the journal's import (as `roster import`).
     {
         let options = JournalOptions { clock: config.clock.start(), ..JournalOptions::default() };
@@ -348,7 +376,18 @@ async fn load_phase(sims: &Sims, terminals: usize, per_terminal: usize, window: 
                 (Arc::clone(&confirmed), Arc::clone(&not_confirmed), Arc::clone(&errors));
             tasks.spawn(async move {
                 let mut latencies = Vec::with_capacity(4096);
+                let interval = match pace {
+                    Pace::Closed => None,
+                    Pace::Rate(rate) => Some(Duration::from_secs_f64(terminals as f64 / rate.max(1.0))),
+                };
+                let spread = interval.map(|i| i.mul_f64(t as f64 / terminals as f64)).unwrap_or_default();
+                let mut due = tokio::time::Instant::now() + spread;
                 while !stop.load(Ordering::Relaxed) {
+                    if interval.is_some() {
+                        tokio::time::sleep_until(due).await;
+                    } else {
+                        due = tokio::time::Instant::now();
+                    }
                     let n = next_line.fetch_add(1, Ordering::Relaxed);
                     if n >= roster {
                         break;
@@ -364,9 +403,12 @@ async fn load_phase(sims: &Sims, terminals: usize, per_terminal: usize, window: 
                         terminal: format!("T{t:05}"),
                         wait: Some(Duration::from_secs(30)),
                     };
-                    let started = Instant::now();
                     let result = collection.collect(&who, req).await;
-                    let took = started.elapsed();
+                    // From when it was due (its start, in the closed loop).
+                    let took = due.elapsed();
+                    if let Some(interval) = interval {
+                        due += interval;
+                    }
                     if !measuring.load(Ordering::Relaxed) {
                         continue;
                     }
@@ -593,12 +635,11 @@ fn main() {
 
     let sims = Sims::start(terminals);
     println!("simulators: pid {} ({terminals} terminals and the ledger)", sims.pid());
-    let load = rt.block_on(load_phase(&sims, terminals, per_terminal, window, roster));
-    let mut daemon_lat = load.latencies_us.clone();
-    daemon_lat.sort_unstable();
+    let load = rt.block_on(load_phase(&sims, terminals, per_terminal, window, roster, Pace::Closed));
     let rate = load.confirmed as f64 / load.window.as_secs_f64();
     println!(
-        "load: {} terminals, {} collection(s) in flight per terminal, {:.1} s measured after {} s of warm-up",
+        "load: {} terminals, {} collection(s) in flight per terminal (closed loop), {:.1} s measured after {} s of \
+         warm-up",
         load.terminals,
         load.per_terminal,
         load.window.as_secs_f64(),
@@ -608,36 +649,43 @@ fn main() {
         "load: {} confirmed payments: {rate:.0} confirmed payments/s (goal >= 5000); {} not confirmed, {} refused",
         load.confirmed, load.not_confirmed, load.errors
     );
+    report_costs("load", &load);
+    let closed_lat = sorted(&load.latencies_us);
     println!(
-        "load: journal {:.2} writes per confirmed payment, mean {:.1} writes per commit, {:.2} ms per COMMIT; \
-         VmRSS {} KiB",
-        load.writes_per_payment, load.mean_batch, load.commit_ms, load.rss_kib
+        "load: collect() latency p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms (all {} collections in \
+         flight at once: queueing, by Little's law {:.1} ms)",
+        percentile(&closed_lat, 0.50),
+        percentile(&closed_lat, 0.90),
+        percentile(&closed_lat, 0.99),
+        percentile(&closed_lat, 1.0),
+        terminals * per_terminal,
+        (terminals * per_terminal) as f64 / rate.max(1.0) * 1000.0
     );
-    let per = |cpu: Duration| cpu.as_secs_f64() * 1e6 / load.confirmed.max(1) as f64;
+
+    // The latency the daemon adds, measured where it is not saturated: the same terminals, paced.
+    let paced_rate = std::env::var("ZJ_LOAD_PACED_RATE").ok().and_then(|v| v.parse::<f64>().ok()).unwrap_or(rate / 2.0);
+    let paced = rt.block_on(load_phase(&sims, terminals, 1, window, roster, Pace::Rate(paced_rate)));
+    let paced_achieved = paced.confirmed as f64 / paced.window.as_secs_f64();
     println!(
-        "load: CPU per confirmed payment: {:.0} us in this process (daemon and collectors; {:.2} cores busy), {:.0} us in the simulators ({:.2} cores); at this cost 2 idle cores would confirm at most {:.0} payments/s",
-        per(load.daemon_cpu),
-        load.daemon_cpu.as_secs_f64() / load.window.as_secs_f64(),
-        per(load.sims_cpu),
-        load.sims_cpu.as_secs_f64() / load.window.as_secs_f64(),
-        2e6 / (per(load.daemon_cpu) + per(load.sims_cpu)).max(1.0)
+        "paced: {terminals} terminals each starting a collection every {:.1} ms ({paced_rate:.0} collections/s offered), \
+         {:.1} s measured: {paced_achieved:.0} confirmed payments/s; {} not confirmed, {} refused",
+        terminals as f64 / paced_rate.max(1.0) * 1000.0,
+        paced.window.as_secs_f64(),
+        paced.not_confirmed,
+        paced.errors
     );
+    report_costs("paced", &paced);
+    let daemon_lat = sorted(&paced.latencies_us);
     println!(
-        "load: forwarder backlog {} at the end of the window, drained {:.2} s later ({} entries forwarded in all)",
-        load.backlog_at_end,
-        load.forwarded_after.as_secs_f64(),
-        load.ledger_created
-    );
-    println!(
-        "load: collect() latency p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        "paced: collect() latency p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
         percentile(&daemon_lat, 0.50),
         percentile(&daemon_lat, 0.90),
         percentile(&daemon_lat, 0.99),
         percentile(&daemon_lat, 1.0)
     );
 
-    let (mut sim_lat, sim_rate) = rt.block_on(simulator_baseline(&sims, terminals, rate, window));
-    sim_lat.sort_unstable();
+    let (sim_lat, sim_rate) = rt.block_on(simulator_baseline(&sims, terminals, paced_rate, window));
+    let sim_lat = sorted(&sim_lat);
     println!(
         "simulator alone: {sim_rate:.0} SALEs/s paced over {terminals} direct ECRs; exchange p50 {:.2} ms, p90 {:.2} ms, \
          p99 {:.2} ms",
@@ -647,7 +695,8 @@ fn main() {
     );
     sims.stop();
     println!(
-        "added by the daemon (collect() percentile minus the simulator's): p50 {:.2} ms, p99 {:.2} ms (goal p99 <= 10 ms)",
+        "added by the daemon at {paced_rate:.0}/s (paced collect() percentile minus the simulator's): p50 {:.2} ms, \
+         p99 {:.2} ms (goal p99 <= 10 ms)",
         percentile(&daemon_lat, 0.50) - percentile(&sim_lat, 0.50),
         percentile(&daemon_lat, 0.99) - percentile(&sim_lat, 0.99)
     );
@@ -655,5 +704,36 @@ fn main() {
         "ratio of throughput to the journal ceiling: {:.2} ({rate:.0} / {:.0} payments/s)",
         rate / ceiling.per_second,
         ceiling.per_second
+    );
+}
+
+fn sorted(v: &[u32]) -> Vec<u32> {
+    let mut v = v.to_vec();
+    v.sort_unstable();
+    v
+}
+
+/// The journal, CPU and forwarder figures of a load run.
+fn report_costs(label: &str, load: &Load) {
+    println!(
+        "{label}: journal {:.2} writes per confirmed payment, mean {:.1} writes per commit, {:.2} ms per COMMIT; \
+         VmRSS {} KiB",
+        load.writes_per_payment, load.mean_batch, load.commit_ms, load.rss_kib
+    );
+    let per = |cpu: Duration| cpu.as_secs_f64() * 1e6 / load.confirmed.max(1) as f64;
+    println!(
+        "{label}: CPU per confirmed payment: {:.0} us in this process (daemon and collectors; {:.2} cores busy), {:.0} us \
+         in the simulators ({:.2} cores); at this cost 2 idle cores would confirm at most {:.0} payments/s",
+        per(load.daemon_cpu),
+        load.daemon_cpu.as_secs_f64() / load.window.as_secs_f64(),
+        per(load.sims_cpu),
+        load.sims_cpu.as_secs_f64() / load.window.as_secs_f64(),
+        2e6 / (per(load.daemon_cpu) + per(load.sims_cpu)).max(1.0)
+    );
+    println!(
+        "{label}: forwarder backlog {} at the end of the window, drained {:.2} s later ({} entries forwarded in all)",
+        load.backlog_at_end,
+        load.forwarded_after.as_secs_f64(),
+        load.ledger_created
     );
 }
