@@ -582,10 +582,10 @@ impl Collection {
             Verdict::ApprovedThenReversed(s, kind) => (PaymentState::Approved, s, Some(kind)),
         };
         let said_again = said.clone();
-        let (via, queued) = match sent {
-            SentStep::WithOutcome(s) => (vec![(PaymentState::Sent, s)], None),
-            SentStep::Queued(step) => (Vec::new(), Some(step)),
-            SentStep::Done => (Vec::new(), None),
+        let (via, queued, sent_said) = match sent {
+            SentStep::WithOutcome(s) => (vec![(PaymentState::Sent, s.clone())], None, Some(s)),
+            SentStep::Queued(step) => (Vec::new(), Some(step), None),
+            SentStep::Done => (Vec::new(), None, None),
         };
         let pending = store.queue_transition(id, via, to, said).await;
         if let Some(step) = queued {
@@ -600,6 +600,11 @@ impl Collection {
             Ok(o) => o,
             Err(e) => {
                 tracing::error!(payment = %id.as_str(), to = %to, error = %e, "cannot record the outcome");
+                if let Some(s) = sent_said {
+                    // `sent` went down with the outcome it was written with: the request did arrive,
+                    // and the history says so before the `unknown` that follows.
+                    self.step(id, false, PaymentState::Sent, s).await;
+                }
                 return false;
             }
         };

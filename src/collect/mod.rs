@@ -142,7 +142,13 @@ pub(crate) struct Seen {
 impl Seen {
     fn next(&mut self, state: Option<PaymentState>) {
         self.seq = self.seq.wrapping_add(1);
-        self.state = state;
+        // A payment never goes back under way once its outcome is known: a step told late (its task
+        // delayed after the commit) must not hide a later outcome from the waiters.
+        let late =
+            matches!((self.state, state), (Some(known), Some(new)) if !known.is_under_way() && new.is_under_way());
+        if !late {
+            self.state = state;
+        }
     }
 }
 
@@ -455,5 +461,31 @@ impl Collection {
                 false
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_step_told_late_does_not_hide_a_known_outcome() {
+        let mut seen = Seen::default();
+        seen.next(Some(PaymentState::Sent));
+        assert_eq!(seen.state, Some(PaymentState::Sent));
+        seen.next(Some(PaymentState::Approved));
+        // `unknown` recorded earlier, its waiters told only now (its task was delayed).
+        seen.next(Some(PaymentState::Unknown));
+        assert_eq!((seen.seq, seen.state), (3, Some(PaymentState::Approved)));
+        // A change that does not say sends the waiter to the journal.
+        seen.next(None);
+        assert_eq!((seen.seq, seen.state), (4, None));
+        // Under way to under way, and to an outcome, are taken as told.
+        let mut seen = Seen::default();
+        seen.next(Some(PaymentState::Created));
+        seen.next(Some(PaymentState::Unknown));
+        assert_eq!(seen.state, Some(PaymentState::Unknown));
+        seen.next(Some(PaymentState::NotCharged));
+        assert_eq!(seen.state, Some(PaymentState::NotCharged));
     }
 }

@@ -198,7 +198,7 @@ impl SqliteStore {
     /// Finishes the writes already queued and closes the writer connection (every clone of this store
     /// answers [`StorageError::Closed`] afterwards).
     pub async fn close(&self) {
-        // The checkpoint thread first: the writer's connection, closed last, checkpoints what is left.
+        // The checkpoint thread first, so that it holds no connection when the writer's closes.
         let checkpointer = self.inner.checkpoint.lock().ok().and_then(|mut c| c.take());
         if let Some((stop, thread)) = checkpointer {
             let _ = stop.send(());
@@ -286,14 +286,19 @@ impl SqliteStore {
     {
         let shared = &self.inner.shared;
         shared.check()?;
-        match Arc::clone(&self.inner.readers.permits).try_acquire_owned() {
-            Ok(permit) => {
-                let result = self.inner.run_read(f);
-                drop(permit);
-                result.map_err(ReadError::from)
-            }
-            Err(_) => self.read_with(f).await,
-        }
+        // Only with a free permit and a connection already open: opening one (or waiting for a lock)
+        // is not for an async thread.
+        let Ok(permit) = Arc::clone(&self.inner.readers.permits).try_acquire_owned() else {
+            return self.read_with(f).await;
+        };
+        let idle = self.inner.readers.idle.lock().ok().and_then(|mut idle| idle.pop());
+        let Some(conn) = idle else {
+            drop(permit);
+            return self.read_with(f).await;
+        };
+        let result = self.inner.run_read_on(conn, f);
+        drop(permit);
+        result.map_err(ReadError::from)
     }
 
     async fn read_with<T, F>(&self, f: F) -> Result<T, ReadError>
@@ -332,9 +337,20 @@ impl Inner {
             Some(conn) => conn,
             None => open::open_reader(&shared.path, shared.busy_timeout).map_err(|e| self.read_failure(&e))?,
         };
+        self.run_read_on(conn, f)
+    }
+
+    /// Runs a read on `conn`, which goes back to the pool afterwards unless the read failed (or left a
+    /// transaction open: a snapshot kept would pin the WAL).
+    fn run_read_on<T>(
+        &self,
+        conn: Connection,
+        f: impl FnOnce(&Connection, &Shared) -> Result<T, ReadFail>,
+    ) -> Result<T, StorageError> {
+        let shared = &self.shared;
         match f(&conn, shared) {
             Ok(value) => {
-                if !shared.has_failed() {
+                if !shared.has_failed() && conn.is_autocommit() {
                     if let Ok(mut idle) = self.readers.idle.lock() {
                         idle.push(conn);
                     }

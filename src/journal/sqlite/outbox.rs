@@ -100,6 +100,10 @@ pub(super) fn record_attempt_failed(
 
 /// The counts of the status.
 pub(super) fn counts(conn: &Connection) -> Result<OutboxCounts, ReadFail> {
+    // One snapshot: a batch's answers committed between two of the counts would make them disagree
+    // (an entry counted both in the backlog and as a dead letter).
+    let snapshot = conn.unchecked_transaction()?;
+    let conn: &Connection = &snapshot;
     let backlog: i64 = conn
         .prepare_cached("SELECT count(*) FROM ledger_outbox WHERE forwarded_at IS NULL AND dead_letter IS NULL")?
         .query_row([], |r| r.get(0))?;
