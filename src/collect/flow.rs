@@ -643,25 +643,11 @@ impl Collection {
     async fn follow_payment(
         &self,
         id: &EcrReference,
-        mut steps: StepWatch,
+        steps: StepWatch,
         known: Option<PaymentState>,
         wait: Duration,
     ) -> Result<PaymentView, ServiceError> {
-        let deadline = tokio::time::Instant::now() + wait.min(MAX_WAIT);
-        let mut known = known;
-        loop {
-            let state = match known.take() {
-                Some(state) => Some(state),
-                None => self.inner.store.payment(id).await?.map(|p| p.state),
-            };
-            if !state.is_some_and(PaymentState::is_under_way) || tokio::time::Instant::now() >= deadline {
-                break;
-            }
-            match tokio::time::timeout_at(deadline, steps.changed()).await {
-                Ok(recorded) => known = recorded,
-                Err(_) => break,
-            }
-        }
+        self.follow_steps(id, false, steps, known, wait).await?;
         self.view(id, true).await
     }
 
@@ -672,25 +658,41 @@ impl Collection {
         reversal: &EcrReference,
         wait: Duration,
     ) -> Result<PaymentView, ServiceError> {
-        let deadline = tokio::time::Instant::now() + wait.min(MAX_WAIT);
-        let mut steps = self.watch_steps(reversal);
-        let mut known = None;
-        loop {
-            let state = match known.take() {
-                Some(state) => Some(state),
-                None => self.inner.store.reversal(reversal).await?.map(|r| r.state),
-            };
-            if !state.is_some_and(PaymentState::is_under_way) || tokio::time::Instant::now() >= deadline {
-                break;
-            }
-            match tokio::time::timeout_at(deadline, steps.changed()).await {
-                Ok(recorded) => known = recorded,
-                Err(_) => break,
-            }
-        }
+        let steps = self.watch_steps(reversal);
+        self.follow_steps(reversal, true, steps, None, wait).await?;
         let mut view = self.view(payment, true).await?;
         view.reversal = Some(*reversal);
         Ok(view)
+    }
+
+    /// Follows the steps of a payment (or, with `reversal`, a reversal) until it is no longer under way
+    /// or `wait` runs out. Its state is `known` or read; after that each step tells the state it
+    /// recorded, and the journal is read again only after a step that could not say.
+    async fn follow_steps(
+        &self,
+        id: &EcrReference,
+        reversal: bool,
+        mut steps: StepWatch,
+        known: Option<PaymentState>,
+        wait: Duration,
+    ) -> Result<(), ServiceError> {
+        let deadline = tokio::time::Instant::now() + wait.min(MAX_WAIT);
+        let store = &self.inner.store;
+        let mut known = known;
+        loop {
+            let state = match known.take() {
+                Some(state) => Some(state),
+                None if reversal => store.reversal(id).await?.map(|r| r.state),
+                None => store.payment(id).await?.map(|p| p.state),
+            };
+            if !state.is_some_and(PaymentState::is_under_way) || tokio::time::Instant::now() >= deadline {
+                return Ok(());
+            }
+            match tokio::time::timeout_at(deadline, steps.changed()).await {
+                Ok(recorded) => known = recorded,
+                Err(_) => return Ok(()),
+            }
+        }
     }
 }
 
