@@ -896,5 +896,11 @@ async fn committed_pages_reach_the_journal_file_without_the_writer_checkpointing
     }
     // And nothing is lost on the way: the lines read back.
     assert_eq!(store.count_roster_lines().await.unwrap(), 3000);
+    // Closing stops the checkpoint thread first, and the last connection to close folds the WAL into
+    // the journal file and removes it: no connection of the thread is left holding it.
     store.close().await;
+    let wal = path.with_file_name(format!("{}-wal", path.file_name().unwrap().to_string_lossy()));
+    assert!(!wal.exists(), "{} is still there after close", wal.display());
+    let reopened = open(&path).await;
+    assert_eq!(reopened.count_roster_lines().await.unwrap(), 3000);
 }
