@@ -42,7 +42,7 @@ async fn writer_connection_has_wal_full_sync_and_foreign_keys() {
     assert_eq!(s.synchronous, 2, "synchronous must be FULL (2)");
     assert!(s.foreign_keys);
     assert_eq!(s.busy_timeout_ms, 300);
-    assert_eq!(s.schema_version, 3);
+    assert_eq!(s.schema_version, 4);
     assert_eq!(s.application_id, 0x5A4A_4A4C);
 
     // WAL is a property of the file: another connection sees it too.
@@ -124,7 +124,7 @@ async fn opening_a_version_1_journal_migrates_it_and_keeps_its_rows() {
     }
 
     let store = open(&path).await;
-    assert_eq!(store.settings().await.unwrap().schema_version, 3);
+    assert_eq!(store.settings().await.unwrap().schema_version, 4);
     let stored = store.roster_line(&line(7).serial, Insurance::Medical, 2020).await.unwrap().unwrap();
     assert_eq!(stored.line, line(7));
     assert_eq!(stored.paid_by, None);
@@ -150,7 +150,7 @@ async fn a_journal_from_a_newer_program_is_refused() {
         .execute_batch("PRAGMA application_id = 1514818124; PRAGMA user_version = 99;")
         .unwrap();
     match SqliteStore::open(&path, options()).await {
-        Err(e @ OpenError::NewerSchema { found: 99, supported: 3, .. }) => {
+        Err(e @ OpenError::NewerSchema { found: 99, supported: 4, .. }) => {
             assert!(e.to_string().contains("journal.db"), "{e}");
         }
         other => panic!("expected NewerSchema, got {other:?}"),

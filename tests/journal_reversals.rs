@@ -655,7 +655,7 @@ PRAGMA user_version = 2;
 ";
 
 #[tokio::test]
-async fn opening_a_version_2_journal_migrates_it_to_version_3_and_keeps_its_rows() {
+async fn opening_a_version_2_journal_migrates_it_and_keeps_its_rows() {
     let dir = tempfile::tempdir().unwrap();
     let path = journal_path(&dir);
     {
@@ -682,13 +682,58 @@ async fn opening_a_version_2_journal_migrates_it_to_version_3_and_keeps_its_rows
                      '2020-10-21T10:00:05.000000+08:00', '00', '000003', '000001', 28000);
              UPDATE roster_lines SET paid_by = 'P-OLD' WHERE id = 1;
              INSERT INTO ledger_outbox (entry_id, kind, payment_id, payload, created_at)
-             VALUES ('P-OLD', 'payment', 'P-OLD', '{}', '2020-10-21T10:00:05.000000+08:00');",
+             VALUES ('P-OLD', 'payment', 'P-OLD', '{}', '2020-10-21T10:00:05.000000+08:00');
+             INSERT INTO payment_transitions (seq, payment_id, at, from_state, to_state)
+             VALUES (41, 'P-OLD', '2020-10-21T10:00:00.000000+08:00', NULL, 'created'),
+                    (42, 'P-OLD', '2020-10-21T10:00:05.000000+08:00', 'created', 'approved');",
         )
         .unwrap();
     }
 
     let store = open(&path).await;
-    assert_eq!(store.settings().await.unwrap().schema_version, 3);
+    assert_eq!(store.settings().await.unwrap().schema_version, 4);
+    // Version 4 numbered the append-only tables without AUTOINCREMENT, keeping their rows and numbers.
+    let history = store.payment_history(&reference("P-OLD")).await.unwrap();
+    assert_eq!(history.iter().map(|h| (h.seq, h.to)).collect::<Vec<_>>(), {
+        vec![(41, PaymentState::Created), (42, PaymentState::Approved)]
+    });
+    {
+        let raw = Connection::open(&path).unwrap();
+        let autoincrement: i64 = raw
+            .query_row("SELECT count(*) FROM sqlite_master WHERE sql LIKE '%AUTOINCREMENT%'", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(autoincrement, 0);
+        let reverses: String = raw
+            .query_row(
+                "SELECT \"table\" FROM pragma_foreign_key_list('ledger_outbox') WHERE \"from\" = 'reverses'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(reverses, "ledger_outbox", "the outbox's reference to itself survives the rebuild");
+        let objects: Vec<String> = raw
+            .prepare("SELECT name FROM sqlite_master WHERE name LIKE '%transitions%' OR name LIKE 'ledger_outbox%' ORDER BY name")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(
+            objects,
+            [
+                "ledger_outbox",
+                "ledger_outbox_pending",
+                "payment_transitions",
+                "payment_transitions_by_payment",
+                "payment_transitions_no_delete",
+                "payment_transitions_no_update",
+                "reversal_transitions",
+                "reversal_transitions_by_reversal",
+                "reversal_transitions_no_delete",
+                "reversal_transitions_no_update",
+            ]
+        );
+    }
     // The old terminal is named by its id until registered again.
     let terminals = store.terminals().await.unwrap();
     assert_eq!(terminals.len(), 1);
@@ -710,4 +755,12 @@ async fn opening_a_version_2_journal_migrates_it_to_version_3_and_keeps_its_rows
     let stored = store.roster_line(&line(7).serial, zhengjiao::domain::Insurance::Medical, 2020).await.unwrap();
     assert_eq!(stored.unwrap().paid_by, None);
     assert_eq!(store.batch_totals(&t, &batch("000001")).await.unwrap().void_count, 1);
+    // New history rows come after the old ones; the histories stay append-only.
+    let history = store.payment_history(&reference("P-OLD")).await.unwrap();
+    assert!(history.len() > 2 && history.windows(2).all(|w| w[0].seq < w[1].seq), "{history:?}");
+    let raw = Connection::open(&path).unwrap();
+    let err = raw.execute("DELETE FROM payment_transitions WHERE seq = 41", []).unwrap_err();
+    assert!(err.to_string().contains("append-only"), "{err}");
+    let outbox = store.outbox_entry("P-OLD-reversal").await.unwrap().unwrap();
+    assert_eq!(outbox.reverses.as_deref(), Some("P-OLD"));
 }
