@@ -139,6 +139,12 @@ async fn happy_path_over_tcp() {
             answer["history"].as_array().into_iter().flatten().filter_map(|h| h["to"].as_str()).collect();
         assert!(steps.starts_with(&["created", "sent", "approved"]), "{answer}");
     }
+    // The answer to the collection was read by the journal's writer with the approval: it is what a
+    // read finds (which may have gone on to `forwarded` since).
+    let history = |v: &Value| v["history"].as_array().cloned().unwrap_or_default();
+    assert!(history(&one).starts_with(&history(&p)), "{p}\n{one}");
+    assert_eq!(p["line"], one["line"], "{p}\n{one}");
+    assert_eq!(p["slip"], one["slip"], "{p}\n{one}");
 
     // Medical, by ID number and insurance.
     let (status, p) = d
@@ -146,6 +152,11 @@ async fn happy_path_over_tcp() {
         .await;
     assert_eq!(status, 200, "{p}");
     assert_medical_payment(&p, &medical(2), "T01");
+    // References drawn one after the other count up in their last six hex digits (the journal's
+    // indexes on them grow at their end).
+    let suffix = |r: &str| u32::from_str_radix(r.rsplit('-').next().unwrap_or_default(), 16).unwrap();
+    let next = p["id"].as_str().unwrap();
+    assert_eq!(suffix(next), (suffix(&id) + 1) % 0x0100_0000, "{id} then {next}");
 
     // Pension, a tier given as a number.
     let (status, p) = d.collect(json!({"serial": pension(1), "tier": 300, "terminal": "T01", "wait_ms": 20_000})).await;

@@ -877,6 +877,43 @@ async fn steps_recorded_in_one_write_read_as_steps_recorded_one_by_one() {
 }
 
 #[tokio::test]
+async fn a_step_queued_with_its_detail_answers_with_what_a_read_finds_after_the_commit() {
+    use PaymentState::*;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&journal_path(&dir)).await;
+    store.import_roster(lines(0..3), false).await.unwrap();
+    store.register_terminal(terminal()).await.unwrap();
+
+    // The approval, with `sent` in the same write: the detail is the payment as it was committed.
+    store.record_payment_created(new_payment("P-1", &line(0))).await.unwrap();
+    let sent = vec![(Sent, TerminalSaid::note("answered before its ACK"))];
+    let pending = store.queue_transition_detailed(&reference("P-1"), sent, Approved, approved(MEDICAL_FEN, 1)).await;
+    let (out, detail) = pending.outcome().await.unwrap();
+    let detail = detail.expect("the writer read the detail");
+    assert_eq!(out.effect, Effect::Bound { entry_id: "P-1".to_owned() });
+    let read = store.payment_detail(&reference("P-1")).await.unwrap().unwrap();
+    assert_eq!(detail, read);
+    assert_eq!(detail.payment.state, Approved);
+    assert_eq!(detail.line.as_ref().and_then(|l| l.paid_by), Some(reference("P-1")));
+    let steps: Vec<_> = detail.history.iter().map(|r| (r.from, r.to)).collect();
+    assert_eq!(steps, vec![(None, Created), (Some(Created), Sent), (Some(Sent), Approved)]);
+
+    // A decline: the line stays unpaid in the detail too.
+    store.record_payment_created(new_payment("P-2", &line(1))).await.unwrap();
+    let sent = vec![(Sent, TerminalSaid::default())];
+    let pending = store.queue_transition_detailed(&reference("P-2"), sent, Declined, TerminalSaid::default()).await;
+    let (_, detail) = pending.outcome().await.unwrap();
+    let detail = detail.expect("the writer read the detail");
+    assert_eq!(detail, store.payment_detail(&reference("P-2")).await.unwrap().unwrap());
+    assert_eq!(detail.line.as_ref().and_then(|l| l.paid_by), None);
+
+    // A refused step has no detail: it is refused, with nothing written.
+    let pending = store.queue_transition_detailed(&reference("P-404"), vec![], Approved, TerminalSaid::default()).await;
+    let err = pending.outcome().await.unwrap_err();
+    assert!(matches!(err, TransitionError::UnknownPayment { .. }), "{err:?}");
+}
+
+#[tokio::test]
 async fn committed_pages_reach_the_journal_file_without_the_writer_checkpointing() {
     let dir = tempfile::tempdir().unwrap();
     let path = journal_path(&dir);

@@ -28,6 +28,7 @@ mod settle;
 mod view;
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,7 +39,7 @@ use zhengjiao_protocol::EcrReference;
 use crate::clock::Clock;
 use crate::config::{Config, OperatorConfig, Role};
 use crate::domain::{CollectionPointCode, StaffNumber};
-use crate::journal::{PaymentState, SqliteStore, Store, TerminalSaid};
+use crate::journal::{PaymentDetail, PaymentState, SqliteStore, Store, TerminalSaid};
 use crate::link::{LinkSettings, LinkState, LinkStatus, TerminalLink};
 use crate::policy::Policy;
 
@@ -131,23 +132,27 @@ pub(crate) fn link_state_name(state: LinkState) -> &'static str {
     }
 }
 
-/// What a waiter learns from a step: that one happened, and the state it recorded when the notifier
-/// knows it (`None`: something changed, read the journal).
-#[derive(Debug, Clone, Copy, Default)]
+/// What a waiter learns from a step: that one happened, the state it recorded when the notifier
+/// knows it (`None`: something changed, read the journal), and the payment as that step left it when
+/// the step read it in its own transaction.
+#[derive(Debug, Clone, Default)]
 pub(crate) struct Seen {
     seq: u64,
-    state: Option<PaymentState>,
+    pub(crate) state: Option<PaymentState>,
+    pub(crate) detail: Option<Arc<PaymentDetail>>,
 }
 
 impl Seen {
-    fn next(&mut self, state: Option<PaymentState>) {
+    fn next(&mut self, state: Option<PaymentState>, detail: Option<Arc<PaymentDetail>>) {
         self.seq = self.seq.wrapping_add(1);
         // A payment never goes back under way once its outcome is known: a step told late (its task
-        // delayed after the commit) must not hide a later outcome from the waiters.
+        // delayed after the commit) was committed before that outcome, and must not hide it (or the
+        // detail read with it) from the waiters.
         let late =
             matches!((self.state, state), (Some(known), Some(new)) if !known.is_under_way() && new.is_under_way());
         if !late {
             self.state = state;
+            self.detail = detail;
         }
     }
 }
@@ -161,13 +166,13 @@ pub(crate) struct StepWatch {
 
 impl StepWatch {
     /// Returns after the next step of the reference (at once when one happened since the last call),
-    /// with the state that step recorded when known.
-    pub(crate) async fn changed(&mut self) -> Option<PaymentState> {
+    /// with what that step told.
+    pub(crate) async fn changed(&mut self) -> Seen {
         if self.rx.changed().await.is_err() {
             // Not reached: the sender lives in the map while a receiver does.
             std::future::pending::<()>().await;
         }
-        self.rx.borrow_and_update().state
+        self.rx.borrow_and_update().clone()
     }
 }
 
@@ -219,6 +224,9 @@ pub(crate) struct Inner {
     pub(crate) settings: CollectionSettings,
     pub(crate) terminals: Vec<Arc<TerminalEntry>>,
     pub(crate) by_name: HashMap<String, usize>,
+    /// Terminal ids (终端号) reported at sign-in, to the index of the terminal that reported them: a
+    /// hint that spares a scan of every link; the link's own status has the last word.
+    pub(crate) by_terminal_id: std::sync::RwLock<HashMap<String, usize>>,
     /// Bumped after every recorded step (never with a state: it is every reference's).
     pub(crate) changed: watch::Sender<Seen>,
     /// Callers waiting for a payment's or reversal's outcome, by its reference: told of every step of
@@ -227,7 +235,13 @@ pub(crate) struct Inner {
     pub(crate) waiting: std::sync::Mutex<HashMap<EcrReference, watch::Sender<Seen>>>,
     /// Signalled after every step that may have written a ledger outbox row (an approval, a reversal).
     pub(crate) outbox: Arc<Notify>,
+    /// The last six hex digits of the next payment reference: drawn at random when the service starts,
+    /// then counted up, so references follow one another and land at the end of the journal's indexes.
+    pub(crate) reference_suffix: AtomicU32,
 }
+
+/// How many six-hex-digit reference suffixes there are.
+pub(crate) const REFERENCE_SUFFIXES: u32 = 0x0100_0000;
 
 /// The collection service; cheap to clone.
 #[derive(Clone)]
@@ -272,9 +286,11 @@ impl Collection {
                 settings,
                 terminals,
                 by_name,
+                by_terminal_id: std::sync::RwLock::new(HashMap::new()),
                 changed: watch::Sender::new(Seen::default()),
                 waiting: std::sync::Mutex::new(HashMap::new()),
                 outbox: Arc::new(Notify::new()),
+                reference_suffix: AtomicU32::new(fastrand::u32(..REFERENCE_SUFFIXES)),
             }),
         };
         collection.mark_interrupted().await.map_err(|e| e.to_string())?;
@@ -333,7 +349,11 @@ impl Collection {
 
     /// The terminal whose last sign-in reported this terminal id.
     pub(crate) fn terminal_by_id(&self, terminal_id: &str) -> Option<&Arc<TerminalEntry>> {
-        self.inner.terminals.iter().find(|t| t.link.has_terminal_id(terminal_id))
+        let hinted = self.inner.by_terminal_id.read().ok().and_then(|ids| ids.get(terminal_id).copied());
+        hinted
+            .and_then(|i| self.inner.terminals.get(i))
+            .filter(|t| t.link.has_terminal_id(terminal_id))
+            .or_else(|| self.inner.terminals.iter().find(|t| t.link.has_terminal_id(terminal_id)))
     }
 
     /// Signalled whenever a ledger outbox row may have been written; the forwarder waits on it.
@@ -343,10 +363,10 @@ impl Collection {
 
     /// Wakes every waiter: a change that names no payment or reversal.
     pub(crate) fn notify_changed(&self) {
-        self.inner.changed.send_modify(|s| s.next(None));
+        self.inner.changed.send_modify(|s| s.next(None, None));
         if let Ok(waiting) = self.inner.waiting.lock() {
             for tx in waiting.values() {
-                tx.send_modify(|s| s.next(None));
+                tx.send_modify(|s| s.next(None, None));
             }
         }
     }
@@ -354,10 +374,21 @@ impl Collection {
     /// Wakes the waiters of one payment or reversal after a step of it: `recorded` is the state the
     /// step recorded, `None` when the caller cannot say (the waiters then read the journal).
     pub(crate) fn notify_step(&self, id: &EcrReference, recorded: Option<PaymentState>) {
-        self.inner.changed.send_modify(|s| s.next(None));
+        self.notify_step_with(id, recorded, None);
+    }
+
+    /// As [`notify_step`](Self::notify_step), with the payment as the step left it (read in the step's
+    /// own transaction): a waiter answers with it instead of reading the journal.
+    pub(crate) fn notify_step_with(
+        &self,
+        id: &EcrReference,
+        recorded: Option<PaymentState>,
+        detail: Option<Arc<PaymentDetail>>,
+    ) {
+        self.inner.changed.send_modify(|s| s.next(None, None));
         if let Ok(waiting) = self.inner.waiting.lock() {
             if let Some(tx) = waiting.get(id) {
-                tx.send_modify(|s| s.next(recorded));
+                tx.send_modify(|s| s.next(recorded, detail));
             }
         }
     }
@@ -406,6 +437,11 @@ impl Collection {
             if current.state == LinkState::Ready {
                 if current.session != registered_session && self.register(&entry, &current).await {
                     registered_session = current.session;
+                    if let (Some(id), Some(&i)) = (&current.terminal_id, self.inner.by_name.get(&entry.name)) {
+                        if let Ok(mut ids) = self.inner.by_terminal_id.write() {
+                            ids.insert(id.clone(), i);
+                        }
+                    }
                     entry.registered_session.send_replace(registered_session);
                     tracing::info!(terminal = %entry.name, session = current.session, "terminal signed in; asking about unknown outcomes");
                 }
@@ -471,21 +507,21 @@ mod tests {
     #[test]
     fn a_step_told_late_does_not_hide_a_known_outcome() {
         let mut seen = Seen::default();
-        seen.next(Some(PaymentState::Sent));
+        seen.next(Some(PaymentState::Sent), None);
         assert_eq!(seen.state, Some(PaymentState::Sent));
-        seen.next(Some(PaymentState::Approved));
+        seen.next(Some(PaymentState::Approved), None);
         // `unknown` recorded earlier, its waiters told only now (its task was delayed).
-        seen.next(Some(PaymentState::Unknown));
+        seen.next(Some(PaymentState::Unknown), None);
         assert_eq!((seen.seq, seen.state), (3, Some(PaymentState::Approved)));
         // A change that does not say sends the waiter to the journal.
-        seen.next(None);
+        seen.next(None, None);
         assert_eq!((seen.seq, seen.state), (4, None));
         // Under way to under way, and to an outcome, are taken as told.
         let mut seen = Seen::default();
-        seen.next(Some(PaymentState::Created));
-        seen.next(Some(PaymentState::Unknown));
+        seen.next(Some(PaymentState::Created), None);
+        seen.next(Some(PaymentState::Unknown), None);
         assert_eq!(seen.state, Some(PaymentState::Unknown));
-        seen.next(Some(PaymentState::NotCharged));
+        seen.next(Some(PaymentState::NotCharged), None);
         assert_eq!(seen.state, Some(PaymentState::NotCharged));
     }
 }

@@ -228,6 +228,15 @@ impl Collection {
             .payment_detail(id)
             .await?
             .ok_or_else(|| ServiceError::not_found("payment", format!("no payment {}", id.as_str())))?;
+        self.view_of_detail(detail, with_history).await
+    }
+
+    /// The view of a payment's detail already read.
+    pub(crate) async fn view_of_detail(
+        &self,
+        detail: PaymentDetail,
+        with_history: bool,
+    ) -> Result<PaymentView, ServiceError> {
         let PaymentDetail { payment, line, reversals, history } = detail;
         let history = with_history.then_some(history);
         let (terminal_name, merchant_id) = self.terminal_of(&payment).await?;

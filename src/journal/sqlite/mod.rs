@@ -245,6 +245,29 @@ impl SqliteStore {
         self.inner.writer.enqueue(move |ctx| payment::transition_through(ctx, &id, &via, to, &said)).await
     }
 
+    /// As [`queue_transition`](Self::queue_transition), and reads the payment's detail (as
+    /// [`Store::payment_detail`]) after the step, in the step's own transaction: what a caller waiting
+    /// for the outcome answers with, read by the writer while the pages it just wrote are in its cache,
+    /// instead of by a reader after the commit, whose cache every commit empties. The detail is `None`
+    /// when that read fails: the step stands, and the caller reads for itself.
+    pub async fn queue_transition_detailed(
+        &self,
+        payment_id: &EcrReference,
+        via: Vec<(PaymentState, TerminalSaid)>,
+        to: PaymentState,
+        said: TerminalSaid,
+    ) -> PendingWrite<(TransitionOutcome, Option<PaymentDetail>), TransitionError> {
+        let id = *payment_id;
+        self.inner
+            .writer
+            .enqueue(move |ctx| {
+                let outcome = payment::transition_through(ctx, &id, &via, to, &said)?;
+                let detail = read_detail(ctx.conn, ctx.shared, id.as_str()).ok().flatten();
+                Ok((outcome, detail))
+            })
+            .await
+    }
+
     /// Queues a reversal's step, as [`queue_transition`](Self::queue_transition) does a payment's.
     pub async fn queue_transition_reversal(
         &self,
@@ -507,14 +530,7 @@ impl Store for SqliteStore {
         self.point_read(move |conn, shared| {
             // One snapshot for the four reads; rolled back (it only read) when it goes out of scope.
             let snapshot = conn.unchecked_transaction()?;
-            let Some(payment) = payment::payment(&snapshot, shared, id.as_str())? else {
-                return Ok(None);
-            };
-            let l = &payment.line;
-            let line = roster::line_by_key(&snapshot, shared, &l.serial, l.insurance, l.year)?;
-            let reversals = reversal::reversals_of(&snapshot, shared, id.as_str())?;
-            let history = payment::history(&snapshot, shared, payment::History::Payment, id.as_str())?;
-            Ok(Some(PaymentDetail { payment, line, reversals, history }))
+            read_detail(&snapshot, shared, id.as_str())
         })
         .await
     }
@@ -607,4 +623,17 @@ impl Store for SqliteStore {
     fn metrics(&self) -> StoreMetrics {
         self.inner.shared.metrics()
     }
+}
+
+/// A payment with its line, reversals and history, read through `conn` (in one transaction: the
+/// caller's snapshot, or the writer's own).
+fn read_detail(conn: &Connection, shared: &Shared, id: &str) -> Result<Option<PaymentDetail>, ReadFail> {
+    let Some(payment) = payment::payment(conn, shared, id)? else {
+        return Ok(None);
+    };
+    let l = &payment.line;
+    let line = roster::line_by_key(conn, shared, &l.serial, l.insurance, l.year)?;
+    let reversals = reversal::reversals_of(conn, shared, id)?;
+    let history = payment::history(conn, shared, payment::History::Payment, id)?;
+    Ok(Some(PaymentDetail { payment, line, reversals, history }))
 }
