@@ -750,6 +750,8 @@ async fn a_refused_write_does_not_disturb_the_others_of_its_batch() {
     let store = open(&journal_path(&dir)).await;
     store.import_roster(lines(0..100), false).await.unwrap();
     store.register_terminal(terminal()).await.unwrap();
+    // Batches without a refusal run once, with no savepoints.
+    assert_eq!(store.metrics().batches_rerun, 0);
     // Good and refused (duplicate reference) writes submitted together.
     let tasks: Vec<_> = (0..100u32)
         .map(|n| {
@@ -768,6 +770,14 @@ async fn a_refused_write_does_not_disturb_the_others_of_its_batch() {
     }
     assert_eq!(ok, 50);
     assert_eq!(store.payments_in(&[PaymentState::Created]).await.unwrap().len(), 50);
+    // A batch with a refusal was rolled back and run again with a savepoint per write: the writes
+    // kept were applied once, not once per run.
+    assert!(store.metrics().batches_rerun >= 1, "{:?}", store.metrics());
+    for n in (0..100u32).step_by(2) {
+        let history = store.payment_history(&reference(&format!("P-{n}"))).await.unwrap();
+        assert_eq!(history.len(), 1, "P-{n}: {history:?}");
+    }
+    assert_eq!(store.pending_outbox(10).await.unwrap().len(), 0);
 }
 
 #[tokio::test]

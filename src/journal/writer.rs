@@ -48,6 +48,9 @@ pub struct StoreMetrics {
     pub commit_time_max: Duration,
     /// Time from `BEGIN` to the end of `COMMIT`, summed over committed batches.
     pub batch_time: Duration,
+    /// Batches run a second time, with a savepoint around each write, because a write was refused
+    /// (or failed short of an I/O error) in the first run.
+    pub batches_rerun: u64,
 }
 
 impl StoreMetrics {
@@ -72,6 +75,7 @@ struct Counters {
     commit_nanos: AtomicU64,
     commit_max_nanos: AtomicU64,
     batch_nanos: AtomicU64,
+    rerun: AtomicU64,
 }
 
 fn nanos(d: Duration) -> u64 {
@@ -101,6 +105,7 @@ impl Counters {
             commit_time: Duration::from_nanos(self.commit_nanos.load(Ordering::Relaxed)),
             commit_time_max: Duration::from_nanos(self.commit_max_nanos.load(Ordering::Relaxed)),
             batch_time: Duration::from_nanos(self.batch_nanos.load(Ordering::Relaxed)),
+            batches_rerun: self.rerun.load(Ordering::Relaxed),
         }
     }
 }
@@ -243,7 +248,8 @@ trait Job: Send {
 }
 
 struct Typed<T, E, F> {
-    work: Option<F>,
+    /// The write; `Fn`, so that a batch can run it again (see [`run_batch`]).
+    work: F,
     result: Option<Result<T, E>>,
     reply: oneshot::Sender<Result<T, E>>,
     path: PathBuf,
@@ -253,13 +259,12 @@ impl<T, E, F> Job for Typed<T, E, F>
 where
     T: Send,
     E: From<StorageError> + Send,
-    F: FnOnce(&Ctx<'_>) -> Result<T, Refusal<E>> + Send,
+    F: Fn(&Ctx<'_>) -> Result<T, Refusal<E>> + Send,
 {
     fn apply(&mut self, ctx: &Ctx<'_>) -> Step {
-        let Some(work) = self.work.take() else {
-            return Step::Discard;
-        };
-        match work(ctx) {
+        // A run again replaces the answer of the run before.
+        self.result = None;
+        match (self.work)(ctx) {
             Ok(value) => {
                 self.result = Some(Ok(value));
                 Step::Keep
@@ -339,7 +344,7 @@ impl Writer {
     where
         T: Send + 'static,
         E: From<StorageError> + Send + 'static,
-        F: FnOnce(&Ctx<'_>) -> Result<T, Refusal<E>> + Send + 'static,
+        F: Fn(&Ctx<'_>) -> Result<T, Refusal<E>> + Send + 'static,
     {
         self.enqueue(work).await.outcome().await
     }
@@ -351,13 +356,13 @@ impl Writer {
     where
         T: Send + 'static,
         E: From<StorageError> + Send + 'static,
-        F: FnOnce(&Ctx<'_>) -> Result<T, Refusal<E>> + Send + 'static,
+        F: Fn(&Ctx<'_>) -> Result<T, Refusal<E>> + Send + 'static,
     {
         if let Err(e) = self.shared.check() {
             return PendingWrite { answer: Err(E::from(e)), shared: Arc::clone(&self.shared) };
         }
         let (reply, answer) = oneshot::channel();
-        let job = Typed { work: Some(work), result: None, reply, path: self.shared.path.clone() };
+        let job = Typed { work, result: None, reply, path: self.shared.path.clone() };
         let answer = match self.queue.send(Msg::Job(Box::new(job))).await {
             Ok(()) => Ok(answer),
             Err(_) => Err(E::from(self.shared.gone())),
@@ -419,36 +424,94 @@ fn run(conn: Connection, mut rx: mpsc::Receiver<Msg>, shared: &Shared, config: &
     }
 }
 
-/// Runs one batch: one transaction, a savepoint per write, one commit, then the answers.
+/// Runs one batch: one transaction, one commit, then the answers.
+///
+/// The writes first run one after the other with nothing between them. Should one be refused (or fail
+/// short of an I/O error), the transaction is rolled back and the batch runs again with a savepoint
+/// around each write, so that the refused one is rolled back alone and the others stand. Most batches
+/// have no refusal, and a savepoint per write cost the writer more than SQL parsing ever did: each
+/// copies every page an earlier write of the batch dirtied before writing to it.
 fn run_batch(conn: &Connection, batch: &mut Vec<Box<dyn Job>>, shared: &Shared, clock: &Clock) {
     let started = Instant::now();
-    if let Err(e) = run_cached(conn, "BEGIN IMMEDIATE") {
-        let error = if is_io_failure(&e) { shared.fail(describe(&e)) } else { shared.storage_error(&e) };
-        if is_io_failure(&e) {
-            shared.counters.failed.fetch_add(1, Ordering::Relaxed);
-        }
-        for job in batch.drain(..) {
-            job.finish(Some(error.clone()));
-        }
+    let ctx = Ctx { conn, clock, shared };
+    if !begin(conn, batch, shared) {
         return;
     }
-    let ctx = Ctx { conn, clock, shared };
+    let mut refused = false;
     let mut fatal = None;
     for job in batch.iter_mut() {
-        if let Err(e) = run_cached(conn, "SAVEPOINT write") {
-            fatal = Some(e);
-            break;
+        match job.apply(&ctx) {
+            Step::Keep => {}
+            Step::Discard => {
+                refused = true;
+                break;
+            }
+            Step::Fatal(e) => {
+                fatal = Some(e);
+                break;
+            }
         }
-        let end = match job.apply(&ctx) {
+    }
+    if refused {
+        shared.counters.rerun.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = run_cached(conn, "ROLLBACK") {
+            // Gone already when SQLite rolled it back itself; else the store cannot go on.
+            if !conn.is_autocommit() {
+                return end_batch(conn, batch, shared, Some(e), started);
+            }
+        }
+        if !begin(conn, batch, shared) {
+            return;
+        }
+        fatal = run_with_savepoints(&ctx, batch);
+    }
+    end_batch(conn, batch, shared, fatal, started);
+}
+
+/// Opens the batch's transaction; on failure answers every write with it and returns false.
+fn begin(conn: &Connection, batch: &mut Vec<Box<dyn Job>>, shared: &Shared) -> bool {
+    let Err(e) = run_cached(conn, "BEGIN IMMEDIATE") else {
+        return true;
+    };
+    let error = if is_io_failure(&e) { shared.fail(describe(&e)) } else { shared.storage_error(&e) };
+    if is_io_failure(&e) {
+        shared.counters.failed.fetch_add(1, Ordering::Relaxed);
+    }
+    for job in batch.drain(..) {
+        job.finish(Some(error.clone()));
+    }
+    false
+}
+
+/// Runs every write of the batch inside a savepoint of its own: a refused write is rolled back to it,
+/// the others are kept. Returns the failure that ends the batch, if any.
+fn run_with_savepoints(ctx: &Ctx<'_>, batch: &mut [Box<dyn Job>]) -> Option<rusqlite::Error> {
+    let conn = ctx.conn;
+    for job in batch.iter_mut() {
+        if let Err(e) = run_cached(conn, "SAVEPOINT write") {
+            return Some(e);
+        }
+        let end = match job.apply(ctx) {
             Step::Keep => run_cached(conn, "RELEASE write"),
             Step::Discard => run_cached(conn, "ROLLBACK TO write").and_then(|()| run_cached(conn, "RELEASE write")),
             Step::Fatal(e) => Err(e),
         };
         if let Err(e) = end {
-            fatal = Some(e);
-            break;
+            return Some(e);
         }
     }
+    None
+}
+
+/// Commits the batch's transaction (unless `fatal`) and answers every write: its own answer after a
+/// commit; the failure, which stops the store, otherwise.
+fn end_batch(
+    conn: &Connection,
+    batch: &mut Vec<Box<dyn Job>>,
+    shared: &Shared,
+    fatal: Option<rusqlite::Error>,
+    started: Instant,
+) {
     let commit_started = Instant::now();
     let committed = match fatal {
         Some(e) => Err(e),

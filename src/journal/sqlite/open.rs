@@ -116,10 +116,10 @@ pub(crate) fn open_writer(path: &Path, setup: &WriterSetup) -> Result<Connection
         return Err(OpenError::Setting { path: path.to_owned(), setting: "journal_mode = WAL", got: mode });
     }
     conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;").map_err(sql)?;
-    // Each write of a batch runs in its own SAVEPOINT, whose undo pages (the sub-journal) SQLite keeps
-    // in a temporary file by default: a write(2) for every page a write touches. They serve only to roll
-    // back one write within the open transaction, never crash recovery (that is the WAL's job), so
-    // they are kept in memory (BENCHMARKS.md, the load benchmark's profile).
+    // A batch run again after a refusal runs each write in its own SAVEPOINT, whose undo pages (the
+    // sub-journal) SQLite keeps in a temporary file by default: a write(2) for every page a write
+    // touches. They serve only to roll back one write within the open transaction, never crash recovery
+    // (that is the WAL's job), so they are kept in memory (BENCHMARKS.md, the load benchmark's profile).
     conn.execute_batch("PRAGMA temp_store = MEMORY;").map_err(sql)?;
     // A page cache for the indexes the writes walk (roster lines by key and by ID number, payments, the
     // outbox), larger than SQLite's 2 MiB; not much larger: SQLite walks the cache's hash table at the

@@ -1,7 +1,8 @@
 //! Roster lines and collectors: the all-or-nothing imports and the reads.
 //!
-//! An import runs as one write of the writer, inside its own savepoint: when any row conflicts, the
-//! write is refused and everything it did is rolled back, so the journal is exactly as before.
+//! An import runs as one write of the writer: when any row conflicts, the write is refused and
+//! everything it did is rolled back (its batch runs again with a savepoint around each write), so the
+//! journal is exactly as before.
 
 use std::collections::HashMap;
 
