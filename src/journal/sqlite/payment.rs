@@ -438,9 +438,13 @@ fn reverse(ctx: &Ctx<'_>, p: &Payment, said: &TerminalSaid, amount: Option<Fen>)
     let line_id = line_id(conn, p.id.as_str())?;
     conn.prepare_cached("UPDATE roster_lines SET paid_by = NULL WHERE id = ?1 AND paid_by = ?2")?
         .execute(params![line_id, p.id.as_str()])?;
+    // A payment's entry is named after it (`EntryKind::entry_id`): looked up by that name, through the
+    // outbox's unique index, instead of scanning the whole outbox for its payment.
     let payment_entry: Option<String> = conn
-        .prepare_cached("SELECT entry_id FROM ledger_outbox WHERE payment_id = ?1 AND kind = 'payment'")?
-        .query_row([p.id.as_str()], |r| r.get(0))
+        .prepare_cached(
+            "SELECT entry_id FROM ledger_outbox WHERE entry_id = ?1 AND payment_id = ?2 AND kind = 'payment'",
+        )?
+        .query_row([EntryKind::Payment.entry_id(p.id.as_str()).as_str(), p.id.as_str()], |r| r.get(0))
         .optional()?;
     let Some(reverses) = payment_entry else {
         return Ok(Effect::Reversed { entry_id: None });
