@@ -308,6 +308,8 @@ struct Load {
     writes_per_payment: f64,
     mean_batch: f64,
     commit_ms: f64,
+    /// The longest single COMMIT since the daemon started (warm-up included).
+    commit_max_ms: f64,
     backlog_at_end: u64,
     forwarded_after: Duration,
     ledger_created: u64,
@@ -472,6 +474,7 @@ async fn load_phase(
         writes_per_payment: writes as f64 / confirmed.max(1) as f64,
         mean_batch: writes as f64 / batches as f64,
         commit_ms: (m1.commit_time - m0.commit_time).as_secs_f64() * 1000.0 / batches as f64,
+        commit_max_ms: m1.commit_time_max.as_secs_f64() * 1000.0,
         backlog_at_end,
         forwarded_after,
         ledger_created,
@@ -716,9 +719,9 @@ fn sorted(v: &[u32]) -> Vec<u32> {
 /// The journal, CPU and forwarder figures of a load run.
 fn report_costs(label: &str, load: &Load) {
     println!(
-        "{label}: journal {:.2} writes per confirmed payment, mean {:.1} writes per commit, {:.2} ms per COMMIT; \
-         VmRSS {} KiB",
-        load.writes_per_payment, load.mean_batch, load.commit_ms, load.rss_kib
+        "{label}: journal {:.2} writes per confirmed payment, mean {:.1} writes per commit, {:.2} ms per COMMIT \
+         (longest {:.1} ms); VmRSS {} KiB",
+        load.writes_per_payment, load.mean_batch, load.commit_ms, load.commit_max_ms, load.rss_kib
     );
     let per = |cpu: Duration| cpu.as_secs_f64() * 1e6 / load.confirmed.max(1) as f64;
     println!(
