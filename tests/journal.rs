@@ -777,7 +777,55 @@ async fn a_refused_write_does_not_disturb_the_others_of_its_batch() {
         let history = store.payment_history(&reference(&format!("P-{n}"))).await.unwrap();
         assert_eq!(history.len(), 1, "P-{n}: {history:?}");
     }
-    assert_eq!(store.pending_outbox(10).await.unwrap().len(), 0);
+}
+
+#[tokio::test]
+async fn a_step_read_with_its_detail_in_a_batch_run_again_answers_with_the_second_run() {
+    use PaymentState::*;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&journal_path(&dir)).await;
+    store.import_roster(lines(0..100), false).await.unwrap();
+    store.register_terminal(terminal()).await.unwrap();
+    store.record_payment_created(new_payment("P-0", &line(0))).await.unwrap();
+    let reruns = store.metrics().batches_rerun;
+    // The approval queued among refused writes (references already taken), so that it shares a batch
+    // with them: the batch runs again, and so does the approval with its read.
+    let refused: Vec<_> = (1..40u32)
+        .map(|n| {
+            let store = store.clone();
+            tokio::spawn(async move { store.record_payment_created(new_payment("P-0", &line(n))).await })
+        })
+        .collect();
+    let sent = vec![(Sent, TerminalSaid::default())];
+    let pending = store.queue_transition_detailed(&reference("P-0"), sent, Approved, approved(MEDICAL_FEN, 1)).await;
+    for t in refused {
+        let err = t.await.unwrap().unwrap_err();
+        assert!(matches!(err, CreatePaymentError::DuplicateId { .. }), "{err}");
+    }
+    let (out, detail) = pending.outcome().await.unwrap();
+    assert!(store.metrics().batches_rerun > reruns);
+    assert_eq!(out.effect, Effect::Bound { entry_id: "P-0".to_owned() });
+    // One approval in the journal, and the detail is what a read finds.
+    let read = store.payment_detail(&reference("P-0")).await.unwrap().unwrap();
+    assert_eq!(detail.as_ref(), Some(&read));
+    assert_eq!(read.history.len(), 3, "{:?}", read.history);
+    assert_eq!(store.pending_outbox(10).await.unwrap().len(), 1);
+}
+
+#[test]
+fn sqlite_is_built_without_its_shared_page_cache_and_allocation_statistics() {
+    // `.cargo/config.toml` passes these to the bundled build: with them, connections in one process
+    // do not wait on each other's page cache or allocations.
+    let conn = rusqlite::Connection::open_in_memory().unwrap();
+    let options: Vec<String> = conn
+        .prepare("PRAGMA compile_options")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(!options.iter().any(|o| o == "ENABLE_MEMORY_MANAGEMENT"), "{options:?}");
+    assert!(options.iter().any(|o| o == "DEFAULT_MEMSTATUS=0"), "{options:?}");
 }
 
 #[tokio::test]

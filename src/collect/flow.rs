@@ -238,8 +238,13 @@ impl Collection {
             };
             attempts += 1;
             match self.inner.store.record_payment_created(new).await {
-                // Two references drawn in the same second collided (1 in 16 million): draw again.
-                Err(CreatePaymentError::DuplicateId { .. }) if attempts < 5 => continue,
+                // The reference was taken (an earlier run of the daemon in the same second counted
+                // through the same numbers): the ones after it may be too, so count on from a new
+                // random start.
+                Err(CreatePaymentError::DuplicateId { .. }) if attempts < 5 => {
+                    self.inner.reference_suffix.store(fastrand::u32(..REFERENCE_SUFFIXES), Ordering::Relaxed);
+                    continue;
+                }
                 other => break other,
             }
         };
@@ -598,8 +603,9 @@ impl Collection {
             self.finish_step(step).await;
         }
         let outcome = pending.outcome().await;
-        // The detail read with the step goes to the waiters, unless a reversal is to follow it (the
-        // waiters then read for themselves, and see it under way).
+        // The detail read with the step goes to the waiters, unless a reversal is to follow it (a wrong
+        // approval, or one the terminal reversed itself): the waiters then read the journal for
+        // themselves.
         let (outcome, detail) = match outcome {
             Ok((o, detail)) => {
                 let settled = reversed.is_none()

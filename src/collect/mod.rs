@@ -135,6 +135,10 @@ pub(crate) fn link_state_name(state: LinkState) -> &'static str {
 /// What a waiter learns from a step: that one happened, the state it recorded when the notifier
 /// knows it (`None`: something changed, read the journal), and the payment as that step left it when
 /// the step read it in its own transaction.
+///
+/// Steps are told in the order their tasks get to it, which may not be the order of their commits. A
+/// waiter that answers with a detail told late still answers with what the payment was at a moment
+/// during its wait: it waits only after finding the payment under way, so before that step committed.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Seen {
     seq: u64,
@@ -523,5 +527,49 @@ mod tests {
         assert_eq!(seen.state, Some(PaymentState::Unknown));
         seen.next(Some(PaymentState::NotCharged), None);
         assert_eq!(seen.state, Some(PaymentState::NotCharged));
+    }
+
+    /// A payment's detail as a step reads it, in the state given.
+    fn detail(state: PaymentState) -> Arc<PaymentDetail> {
+        use crate::domain::{CollectionSerial, Fen, Insurance, StaffNumber};
+        use crate::journal::{LineKey, Payment};
+        let payment = Payment {
+            id: EcrReference::new("P20201021090000-000001").unwrap(),
+            line: LineKey {
+                serial: CollectionSerial::parse("ZJ-0000001").unwrap(),
+                insurance: Insurance::Medical,
+                year: 2020,
+            },
+            amount: Fen::from_fen(28_000),
+            terminal: zhengjiao_protocol::message::TerminalId::new("41000001").unwrap(),
+            till: Till::new("01").unwrap(),
+            operator: StaffNumber::parse("0001").unwrap(),
+            state,
+            created_at: "2020-10-21T09:00:00+08:00".to_owned(),
+            updated_at: "2020-10-21T09:00:00+08:00".to_owned(),
+            pos: TerminalSaid::default(),
+        };
+        Arc::new(PaymentDetail { payment, line: None, reversals: Vec::new(), history: Vec::new() })
+    }
+
+    #[test]
+    fn a_detail_goes_with_its_step_and_a_step_that_says_less_clears_it() {
+        let approved = detail(PaymentState::Approved);
+        let mut seen = Seen::default();
+        seen.next(Some(PaymentState::Created), None);
+        seen.next(Some(PaymentState::Approved), Some(Arc::clone(&approved)));
+        assert!(seen.detail.as_ref().is_some_and(|d| Arc::ptr_eq(d, &approved)));
+        // `sent` recorded before the approval, told after it: the approval and its detail stand.
+        seen.next(Some(PaymentState::Sent), None);
+        assert_eq!(seen.state, Some(PaymentState::Approved));
+        assert!(seen.detail.as_ref().is_some_and(|d| Arc::ptr_eq(d, &approved)));
+        // A later step without a detail (a reversal begun, told without a state) sends the waiter to
+        // the journal: the old detail is gone with the old state.
+        seen.next(None, None);
+        assert!(seen.state.is_none() && seen.detail.is_none());
+        // A later outcome told with its own detail replaces it.
+        let voided = detail(PaymentState::Voided);
+        seen.next(Some(PaymentState::Voided), Some(Arc::clone(&voided)));
+        assert!(seen.detail.as_ref().is_some_and(|d| Arc::ptr_eq(d, &voided)));
     }
 }

@@ -9,8 +9,9 @@
 //! - **group commit**: the writer takes every request waiting (up to [`JournalOptions::max_batch`]),
 //!   runs them one after the other inside one transaction, commits once (one fsync), and only then
 //!   answers each request. A write that is refused (a conflict, a state the payment cannot move to)
-//!   sends the batch back: it is rolled back and run again with each write in its own SAVEPOINT, and
-//!   the refused one is rolled back to its savepoint without touching the others;
+//!   sends the batch back: it is rolled back and run again with the refused write and each one after
+//!   it in its own SAVEPOINT, and the refused one is rolled back to its savepoint without touching the
+//!   others;
 //! - **stop on I/O failure**: after an I/O-class error (I/O error, full disk, corruption) the store
 //!   answers [`StorageError::Failed`] to the writes of that batch and refuses all later work,
 //!   reads included, with [`StorageError::Stopped`] until it is reopened; what a reopened journal

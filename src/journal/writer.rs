@@ -2,9 +2,11 @@
 //!
 //! Callers submit a write as a closure over the connection on a bounded queue, with a oneshot channel
 //! for its answer. The writer takes the first request waiting, then every other one already queued (up
-//! to the batch limit), and runs them in one `BEGIN IMMEDIATE` transaction, each inside its own
-//! `SAVEPOINT`: a write that is refused, or that SQLite refuses with a non-I/O error, is rolled back to
-//! its savepoint and the others go on. Then one `COMMIT` (one fsync of the WAL with `synchronous=FULL`),
+//! to the batch limit), and runs them in one `BEGIN IMMEDIATE` transaction, one after the other. When a
+//! write is refused, or SQLite refuses it with a non-I/O error, the transaction is rolled back and the
+//! batch runs again with that write and the ones after it each inside its own `SAVEPOINT`: the refused
+//! write is rolled back to its savepoint and the others go on (see [`run_batch`]). Then one `COMMIT`
+//! (one fsync of the WAL with `synchronous=FULL`),
 //! and only after it each caller gets its answer. While one batch commits, the next one gathers in the
 //! queue, so under load the cost of the fsync is shared by many writes.
 //!
@@ -34,7 +36,7 @@ pub const BATCH_SIZE_BOUNDS: [usize; 10] = [1, 2, 4, 8, 16, 32, 64, 128, 256, us
 pub struct StoreMetrics {
     /// Transactions committed.
     pub batches_committed: u64,
-    /// Writes answered after a commit (those refused and rolled back to their savepoint included).
+    /// Writes answered after a commit (those refused and rolled back included).
     pub writes_committed: u64,
     /// Batches that failed (and stopped the store).
     pub batches_failed: u64,
@@ -48,8 +50,8 @@ pub struct StoreMetrics {
     pub commit_time_max: Duration,
     /// Time from `BEGIN` to the end of `COMMIT`, summed over committed batches.
     pub batch_time: Duration,
-    /// Batches run a second time, with a savepoint around each write, because a write was refused
-    /// (or failed short of an I/O error) in the first run.
+    /// Times a batch was rolled back and run again because a write run without a savepoint was refused
+    /// (or failed short of an I/O error); the next run puts a savepoint around it and the writes after it.
     pub batches_rerun: u64,
 }
 
@@ -196,7 +198,9 @@ pub(crate) fn is_io_failure(error: &rusqlite::Error) -> bool {
     )
 }
 
-/// What a write closure sees: the connection, inside the batch's transaction and its own savepoint.
+/// What a write closure sees: the connection, inside the batch's transaction (and, when its batch runs
+/// again after a refusal, inside a savepoint of its own). A closure may run more than once: only the
+/// last run's changes and answer count.
 pub(crate) struct Ctx<'a> {
     pub(crate) conn: &'a Connection,
     clock: &'a Clock,
@@ -233,7 +237,8 @@ impl<E> From<rusqlite::Error> for Refusal<E> {
 enum Step {
     /// Keep its changes.
     Keep,
-    /// Roll back to its savepoint.
+    /// Refused: roll back to its savepoint, or, run without one, the whole transaction (the batch then
+    /// runs again).
     Discard,
     /// An I/O-class failure: the batch fails and the store stops.
     Fatal(rusqlite::Error),
@@ -427,45 +432,85 @@ fn run(conn: Connection, mut rx: mpsc::Receiver<Msg>, shared: &Shared, config: &
 /// Runs one batch: one transaction, one commit, then the answers.
 ///
 /// The writes first run one after the other with nothing between them. Should one be refused (or fail
-/// short of an I/O error), the transaction is rolled back and the batch runs again with a savepoint
-/// around each write, so that the refused one is rolled back alone and the others stand. Most batches
-/// have no refusal, and a savepoint per write cost the writer more than SQL parsing ever did: each
-/// copies every page an earlier write of the batch dirtied before writing to it.
+/// short of an I/O error), the transaction is rolled back and the batch runs again: the writes before
+/// the refused one as before, the refused one and every one after it inside a savepoint of its own, so
+/// that a refused write is rolled back alone and the others stand. Should a write run plainly be
+/// refused in that second run (it was not the first time), the batch runs again guarding from it; each
+/// round guards an earlier write, so this ends. Most batches have no refusal, and a savepoint per write
+/// cost the writer more than SQL parsing ever did: each copies every page an earlier write of the batch
+/// dirtied before writing to it.
 fn run_batch(conn: &Connection, batch: &mut Vec<Box<dyn Job>>, shared: &Shared, clock: &Clock) {
     let started = Instant::now();
     let ctx = Ctx { conn, clock, shared };
-    if !begin(conn, batch, shared) {
-        return;
-    }
-    let mut refused = false;
-    let mut fatal = None;
-    for job in batch.iter_mut() {
-        match job.apply(&ctx) {
-            Step::Keep => {}
-            Step::Discard => {
-                refused = true;
-                break;
-            }
-            Step::Fatal(e) => {
-                fatal = Some(e);
-                break;
-            }
-        }
-    }
-    if refused {
-        shared.counters.rerun.fetch_add(1, Ordering::Relaxed);
-        if let Err(e) = run_cached(conn, "ROLLBACK") {
-            // Gone already when SQLite rolled it back itself; else the store cannot go on.
-            if !conn.is_autocommit() {
-                return end_batch(conn, batch, shared, Some(e), started);
-            }
-        }
+    // Writes from this index on run inside a savepoint each.
+    let mut guarded = batch.len();
+    loop {
         if !begin(conn, batch, shared) {
             return;
         }
-        fatal = run_with_savepoints(&ctx, batch);
+        match run_writes(&ctx, batch, guarded) {
+            Run::Done(fatal) => return end_batch(conn, batch, shared, fatal, started),
+            Run::Refused(at) => {
+                shared.counters.rerun.fetch_add(1, Ordering::Relaxed);
+                if let Err(e) = run_cached(conn, "ROLLBACK") {
+                    // Gone already when SQLite rolled it back itself (unless for an I/O error); else
+                    // the store cannot go on.
+                    if is_io_failure(&e) || !conn.is_autocommit() {
+                        return end_batch(conn, batch, shared, Some(e), started);
+                    }
+                }
+                guarded = at;
+            }
+        }
     }
-    end_batch(conn, batch, shared, fatal, started);
+}
+
+/// How a run of a batch's writes ended.
+enum Run {
+    /// Every write ran (`None`), or this failure ends the batch.
+    Done(Option<rusqlite::Error>),
+    /// The write at this index, run without a savepoint, was refused: the transaction must be rolled
+    /// back and the batch run again.
+    Refused(usize),
+}
+
+/// Runs the batch's writes in the open transaction: those before `guarded` plainly, the others each
+/// inside a savepoint (a refused one is rolled back to it, the others are kept).
+fn run_writes(ctx: &Ctx<'_>, batch: &mut [Box<dyn Job>], guarded: usize) -> Run {
+    let conn = ctx.conn;
+    for (i, job) in batch.iter_mut().enumerate() {
+        if i < guarded {
+            match job.apply(ctx) {
+                // A write that swallowed an error after which SQLite rolled the transaction back would
+                // leave the next writes committing one statement at a time: the batch ends instead.
+                Step::Keep if conn.is_autocommit() => return Run::Done(Some(transaction_gone())),
+                Step::Keep => {}
+                Step::Discard => return Run::Refused(i),
+                Step::Fatal(e) => return Run::Done(Some(e)),
+            }
+            continue;
+        }
+        if let Err(e) = run_cached(conn, "SAVEPOINT write") {
+            return Run::Done(Some(e));
+        }
+        let end = match job.apply(ctx) {
+            Step::Keep => run_cached(conn, "RELEASE write"),
+            Step::Discard => run_cached(conn, "ROLLBACK TO write").and_then(|()| run_cached(conn, "RELEASE write")),
+            Step::Fatal(e) => Err(e),
+        };
+        if let Err(e) = end {
+            return Run::Done(Some(e));
+        }
+    }
+    Run::Done(None)
+}
+
+/// The failure of a batch whose transaction SQLite ended under a write that went on as if it had not.
+fn transaction_gone() -> rusqlite::Error {
+    rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
+        Some("the batch's transaction ended inside a write".to_owned()),
+    )
 }
 
 /// Opens the batch's transaction; on failure answers every write with it and returns false.
@@ -481,26 +526,6 @@ fn begin(conn: &Connection, batch: &mut Vec<Box<dyn Job>>, shared: &Shared) -> b
         job.finish(Some(error.clone()));
     }
     false
-}
-
-/// Runs every write of the batch inside a savepoint of its own: a refused write is rolled back to it,
-/// the others are kept. Returns the failure that ends the batch, if any.
-fn run_with_savepoints(ctx: &Ctx<'_>, batch: &mut [Box<dyn Job>]) -> Option<rusqlite::Error> {
-    let conn = ctx.conn;
-    for job in batch.iter_mut() {
-        if let Err(e) = run_cached(conn, "SAVEPOINT write") {
-            return Some(e);
-        }
-        let end = match job.apply(ctx) {
-            Step::Keep => run_cached(conn, "RELEASE write"),
-            Step::Discard => run_cached(conn, "ROLLBACK TO write").and_then(|()| run_cached(conn, "RELEASE write")),
-            Step::Fatal(e) => Err(e),
-        };
-        if let Err(e) = end {
-            return Some(e);
-        }
-    }
-    None
 }
 
 /// Commits the batch's transaction (unless `fatal`) and answers every write: its own answer after a

@@ -249,7 +249,8 @@ impl SqliteStore {
     /// [`Store::payment_detail`]) after the step, in the step's own transaction: what a caller waiting
     /// for the outcome answers with, read by the writer while the pages it just wrote are in its cache,
     /// instead of by a reader after the commit, whose cache every commit empties. The detail is `None`
-    /// when that read fails: the step stands, and the caller reads for itself.
+    /// when that read fails short of an I/O error (which fails the write): the step stands, and the
+    /// caller reads for itself.
     pub async fn queue_transition_detailed(
         &self,
         payment_id: &EcrReference,
@@ -262,7 +263,12 @@ impl SqliteStore {
             .writer
             .enqueue(move |ctx| {
                 let outcome = payment::transition_through(ctx, &id, &via, to, &said)?;
-                let detail = read_detail(ctx.conn, ctx.shared, id.as_str()).ok().flatten();
+                let detail = match read_detail(ctx.conn, ctx.shared, id.as_str()) {
+                    Ok(detail) => detail,
+                    // The disk failing under the read fails the write (and stops the store).
+                    Err(ReadFail::Sql(e)) if is_io_failure(&e) => return Err(Refusal::Sql(e)),
+                    Err(_) => None,
+                };
                 Ok((outcome, detail))
             })
             .await
