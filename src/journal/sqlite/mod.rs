@@ -263,8 +263,9 @@ impl SqliteStore {
             .writer
             .enqueue(move |ctx| {
                 let outcome = payment::transition_through(ctx, &id, &via, to, &said)?;
-                let detail = match read_detail(ctx.conn, ctx.shared, id.as_str()) {
-                    Ok(detail) => detail,
+                // The step answers with the row it wrote (equal to a read of it): the rest is read.
+                let detail = match detail_of(ctx.conn, ctx.shared, outcome.payment.clone()) {
+                    Ok(detail) => Some(detail),
                     // The disk failing under the read fails the write (and stops the store).
                     Err(ReadFail::Sql(e)) if is_io_failure(&e) => return Err(Refusal::Sql(e)),
                     Err(_) => None,
@@ -634,12 +635,17 @@ impl Store for SqliteStore {
 /// A payment with its line, reversals and history, read through `conn` (in one transaction: the
 /// caller's snapshot, or the writer's own).
 fn read_detail(conn: &Connection, shared: &Shared, id: &str) -> Result<Option<PaymentDetail>, ReadFail> {
-    let Some(payment) = payment::payment(conn, shared, id)? else {
-        return Ok(None);
-    };
-    let l = &payment.line;
+    match payment::payment(conn, shared, id)? {
+        Some(payment) => detail_of(conn, shared, payment).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// What belongs to a payment already read: its line, reversals and history, read through `conn`.
+fn detail_of(conn: &Connection, shared: &Shared, payment: Payment) -> Result<PaymentDetail, ReadFail> {
+    let (l, id) = (&payment.line, payment.id.as_str());
     let line = roster::line_by_key(conn, shared, &l.serial, l.insurance, l.year)?;
     let reversals = reversal::reversals_of(conn, shared, id)?;
     let history = payment::history(conn, shared, payment::History::Payment, id)?;
-    Ok(Some(PaymentDetail { payment, line, reversals, history }))
+    Ok(PaymentDetail { payment, line, reversals, history })
 }
